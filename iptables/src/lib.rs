@@ -1,0 +1,11 @@
+//! Traffic capture for vm-proxy: the same redirection rules as Istio's `istio-iptables`
+//! (iptables-restore text) and `istio-nftables` (an nft transaction), applied atomically,
+//! and removed from the machine's actual state rather than from memory.
+//!
+//! The crate is split in two halves that meet at [`plan::Plan`]:
+//! - `args`/`config`/`render` turn flags and environment into a validated configuration and
+//!   render it, byte for byte, into what Istio's generators produce;
+//! - `backend`/`state`/`apply`/`cleanup`/`execute` put a rendered rule set on the machine,
+//!   detect drift, and remove exactly what is ours.
+
+pub mod plan;
