@@ -1,0 +1,87 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// A listener: where to accept, how to inspect, and which filter chain handles a connection.
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: Arc<str>,
+    pub address: SocketAddr,
+    /// `false` for Istio's per-service listeners, which only receive connections handed over by
+    /// the virtual 15001/15006 listeners.
+    pub bind_to_port: bool,
+    /// Hand a connection to the listener that matches its original destination
+    /// (Envoy's `use_original_dst`), falling back to this listener's own chains.
+    pub use_original_dst: bool,
+    /// `IP_TRANSPARENT` on the socket (TPROXY inbound).
+    pub transparent: bool,
+    pub listener_filters: Vec<ListenerFilter>,
+    pub filter_chains: Vec<FilterChain>,
+    pub default_filter_chain: Option<FilterChain>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerFilter {
+    /// Restore the pre-redirect destination (`SO_ORIGINAL_DST`, or the local address under TPROXY).
+    OriginalDst,
+    /// Peek a TLS ClientHello for SNI and ALPN.
+    TlsInspector,
+    /// Peek a plaintext HTTP/1.x request line or HTTP/2 preface.
+    HttpInspector,
+}
+
+#[derive(Debug, Clone)]
+pub struct FilterChain {
+    pub name: Arc<str>,
+    pub filter_chain_match: FilterChainMatch,
+    pub filters: Vec<NetworkFilter>,
+}
+
+/// Envoy's `FilterChainMatch`; empty fields match anything.
+#[derive(Debug, Clone, Default)]
+pub struct FilterChainMatch {
+    pub destination_port: Option<u16>,
+    pub prefix_ranges: Vec<IpNet>,
+    pub server_names: Vec<Arc<str>>,
+    pub transport_protocol: Option<Arc<str>>,
+    pub application_protocols: Vec<Arc<str>>,
+    pub source_type: SourceType,
+    pub source_prefix_ranges: Vec<IpNet>,
+    pub source_ports: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SourceType {
+    #[default]
+    Any,
+    SameIpOrLoopback,
+    External,
+}
+
+#[derive(Debug, Clone)]
+pub enum NetworkFilter {
+    TcpProxy(TcpProxy),
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpProxy {
+    pub stat_prefix: Arc<str>,
+    pub cluster: ClusterSpecifier,
+    /// Close a connection with no traffic either way for this long; `None` disables it.
+    /// Envoy's default is one hour.
+    pub idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ClusterSpecifier {
+    Cluster(Arc<str>),
+    Weighted(Vec<WeightedCluster>),
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedCluster {
+    pub name: Arc<str>,
+    pub weight: u32,
+}
