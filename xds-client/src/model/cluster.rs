@@ -46,5 +46,8 @@ pub struct Endpoint {
 pub enum EndpointAddress {
     Socket(SocketAddr),
     /// A DNS name to resolve (STRICT_DNS / LOGICAL_DNS clusters).
-    Dns { host: Arc<str>, port: u16 },
+    Dns {
+        host: Arc<str>,
+        port: u16,
+    },
 }
