@@ -8,6 +8,7 @@
 //! - `backend`/`state`/`apply`/`cleanup`/`execute` put a rendered rule set on the machine,
 //!   detect drift, and remove exactly what is ours.
 
+pub mod args;
 pub mod config;
 pub mod error;
 pub mod plan;
