@@ -8,4 +8,8 @@
 //! - `backend`/`state`/`apply`/`cleanup`/`execute` put a rendered rule set on the machine,
 //!   detect drift, and remove exactly what is ours.
 
+pub mod args;
+pub mod config;
+pub mod error;
 pub mod plan;
+pub mod render;
