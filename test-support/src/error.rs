@@ -62,8 +62,9 @@ pub enum Error {
         pid: u32,
         source: nix::Error,
     },
-    #[error("expected {want} connections on {addr}, saw {seen} within {waited:?}")]
-    TooFewConnections {
+    #[error("expected {want} {what} on {addr}, saw {seen} within {waited:?}")]
+    TooFew {
+        what: &'static str,
         addr: SocketAddr,
         want: usize,
         seen: usize,

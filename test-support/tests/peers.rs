@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use test_support::clients::{curl, dig, nc, socat};
 use test_support::{
-    Error, HttpServer, TcpServer, Topology, read_to_eof, tcp_connect, tcp_exchange, wait_for_tcp,
+    Error, HttpServer, TcpServer, Topology, UdpServer, read_to_eof, tcp_connect, tcp_exchange,
+    udp_exchange, wait_for_tcp,
 };
 
 const T: Duration = Duration::from_secs(5);
@@ -94,7 +95,7 @@ fn wait_for_connections_is_bounded() {
     let t = Topology::vm_and_mesh();
     let srv = TcpServer::echo(&t.mesh, t.mesh.addr(0));
     match srv.wait_for_connections(1, Duration::from_millis(100)) {
-        Err(Error::TooFewConnections {
+        Err(Error::TooFew {
             want: 1, seen: 0, ..
         }) => {}
         other => panic!("{other:?}"),
@@ -195,4 +196,36 @@ fn dig_without_a_server_fails_within_its_time() {
     .unwrap();
     // dig: 9 means no reply from the server.
     assert_eq!(out.status.code(), Some(9), "{out:?}");
+}
+
+#[test]
+fn udp_echo_records_the_sender() {
+    let t = Topology::vm_and_mesh_dual_stack();
+    for addr in [t.mesh.addr(5353), t.mesh.addr6(5353)] {
+        let srv = UdpServer::echo(&t.mesh, addr);
+        assert_eq!(
+            udp_exchange(&t.vm, srv.addr(), b"query", T).unwrap(),
+            b"query"
+        );
+        let got = srv.wait_for_datagrams(1, T).unwrap();
+        let vm_ip = if addr.is_ipv4() {
+            std::net::IpAddr::V4(t.vm.ipv4())
+        } else {
+            std::net::IpAddr::V6(t.vm.ipv6().unwrap())
+        };
+        assert_eq!(
+            (got[0].peer.ip(), got[0].payload.as_slice()),
+            (vm_ip, &b"query"[..])
+        );
+    }
+    // Nothing answers on a port without a server: the wait is bounded.
+    match udp_exchange(
+        &t.vm,
+        t.mesh.addr(9),
+        b"x",
+        std::time::Duration::from_millis(200),
+    ) {
+        Err(Error::Exchange { .. }) => {}
+        other => panic!("{other:?}"),
+    }
 }

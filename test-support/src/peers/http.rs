@@ -80,7 +80,8 @@ impl HttpServer {
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> Result<Vec<Request>, Error> {
         self.log
             .wait_for(n, timeout, |_| true)
-            .map_err(|seen| Error::TooFewConnections {
+            .map_err(|seen| Error::TooFew {
+                what: "requests",
                 addr: self.addr(),
                 want: n,
                 seen,

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod tcp;
+pub mod udp;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -84,7 +85,7 @@ impl<T: Clone> Log<T> {
     }
 }
 
-/// The thread, runtime and listener behind every server here.
+/// The thread and runtime behind every server here.
 pub(crate) struct ServerThread {
     addr: SocketAddr,
     ns: String,
@@ -92,9 +93,54 @@ pub(crate) struct ServerThread {
     thread: Option<JoinHandle<Result<(), Error>>>,
 }
 
+/// How a server body tells [`ServerThread::run`] where it is bound, or why it is not.
+pub(crate) type Bound = std::sync::mpsc::Sender<Result<SocketAddr, String>>;
+
 impl ServerThread {
-    /// Binds `addr` inside `ns` (port 0 picks one) and serves each accepted connection with
-    /// `handle` until dropped. Returns once the listener is bound.
+    /// Runs `body` inside `ns` on a single-threaded runtime until dropped. `body` binds, reports
+    /// the bound address (or the failure) on its `Bound`, then serves until the receiver
+    /// fires. Returns once the address was reported.
+    ///
+    /// # Panics
+    /// When the namespace cannot be entered or `body` reports a failure to bind.
+    fn run<B, F>(ns: &Netns, what: &str, body: B) -> ServerThread
+    where
+        B: FnOnce(Bound, oneshot::Receiver<()>) -> F + Send + 'static,
+        F: Future<Output = ()> + 'static,
+    {
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = spawn_in(
+            ns.name(),
+            move || match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => tokio::task::LocalSet::new().block_on(&rt, body(bound_tx, stopped)),
+                Err(e) => {
+                    let _ = bound_tx.send(Err(format!("cannot build a runtime: {e}")));
+                }
+            },
+        );
+        let addr = match bound_rx.recv() {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => panic!("{what} in namespace {}: {e}", ns.name()),
+            // The thread ended without a word: it could not enter the namespace.
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => panic!("{what}: {e}"),
+                _ => panic!("{what} in namespace {} died", ns.name()),
+            },
+        };
+        ServerThread {
+            addr,
+            ns: ns.name().to_string(),
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Binds TCP `addr` inside `ns` (port 0 picks one) and serves each accepted connection
+    /// with `handle` (given the stream, peer and local address) until dropped.
     ///
     /// # Panics
     /// When the namespace cannot be entered or `addr` cannot be bound there.
@@ -103,65 +149,39 @@ impl ServerThread {
         H: Fn(TcpStream, SocketAddr, SocketAddr) -> F + Send + 'static,
         F: Future<Output = ()> + 'static,
     {
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
-        let (stop, mut stopped) = oneshot::channel::<()>();
-        let thread = spawn_in(ns.name(), move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = bound_tx.send(Err(format!("cannot build a runtime: {e}")));
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async move {
+        ServerThread::run(
+            ns,
+            &format!("tcp server {addr}"),
+            move |bound, mut stopped| async move {
                 let listener = match TcpListener::bind(addr).await {
                     Ok(l) => l,
                     Err(e) => {
-                        let _ = bound_tx.send(Err(format!("cannot bind {addr}: {e}")));
+                        let _ = bound.send(Err(format!("cannot bind {addr}: {e}")));
                         return;
                     }
                 };
-                let bound = match listener.local_addr() {
+                let local = match listener.local_addr() {
                     Ok(a) => a,
                     Err(e) => {
-                        let _ = bound_tx.send(Err(format!("no local address for {addr}: {e}")));
+                        let _ = bound.send(Err(format!("no local address for {addr}: {e}")));
                         return;
                     }
                 };
-                let _ = bound_tx.send(Ok(bound));
+                let _ = bound.send(Ok(local));
                 loop {
                     tokio::select! {
                         _ = &mut stopped => return,
                         accepted = listener.accept() => match accepted {
                             Ok((stream, peer)) => {
-                                let local = stream.local_addr().unwrap_or(bound);
-                                tokio::task::spawn_local(handle(stream, peer, local));
+                                let me = stream.local_addr().unwrap_or(local);
+                                tokio::task::spawn_local(handle(stream, peer, me));
                             }
-                            Err(e) => tracing::warn!(%bound, "accept failed: {e}"),
+                            Err(e) => tracing::warn!(%local, "accept failed: {e}"),
                         },
                     }
                 }
-            });
-        });
-        let bound = match bound_rx.recv() {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => panic!("server in namespace {}: {e}", ns.name()),
-            // The thread ended without a word: it could not enter the namespace.
-            Err(_) => match thread.join() {
-                Ok(Err(e)) => panic!("server for {addr}: {e}"),
-                _ => panic!("server for {addr} in namespace {} died", ns.name()),
             },
-        };
-        ServerThread {
-            addr: bound,
-            ns: ns.name().to_string(),
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        )
     }
 }
 

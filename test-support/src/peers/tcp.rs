@@ -89,7 +89,8 @@ impl TcpServer {
     ) -> Result<Vec<Connection>, Error> {
         self.log
             .wait_for(n, timeout, |c| c.finished)
-            .map_err(|seen| Error::TooFewConnections {
+            .map_err(|seen| Error::TooFew {
+                what: "finished connections",
                 addr: self.addr(),
                 want: n,
                 seen,
