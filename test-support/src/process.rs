@@ -262,11 +262,10 @@ impl Process {
         self.wait_timeout(timeout)
     }
 
-    /// `kill -9` of the whole process group, then reaps the program.
+    /// `kill -9` of the whole process group, then reaps the program. Members of the group
+    /// are killed even when the program itself has already exited: its pid stays reserved
+    /// as their group id while any of them lives, so the signal cannot hit a stranger.
     pub fn kill(&mut self) -> Result<ExitStatus, Error> {
-        if let Some(s) = self.status {
-            return Ok(s);
-        }
         kill_group(self.child.id());
         self.wait_timeout(REAP)
     }

@@ -229,3 +229,16 @@ fn udp_echo_records_the_sender() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn binding_a_taken_address_fails_clearly() {
+    let t = Topology::vm_and_mesh();
+    let first = TcpServer::echo(&t.mesh, t.mesh.addr(0));
+    let addr = first.addr();
+    let err = std::panic::catch_unwind(|| TcpServer::echo(&t.mesh, addr))
+        .map(|_| ())
+        .expect_err("the port is taken");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(msg.contains(&format!("cannot bind {addr}")), "{msg}");
+    assert!(msg.contains(t.mesh.name()), "{msg}");
+}

@@ -203,3 +203,17 @@ fn run_timeout_kills_a_hanging_program() {
     let out = t.vm.run_timeout_input(&["cat"], b"echoed", T).unwrap();
     assert_eq!(out.stdout, b"echoed");
 }
+
+#[test]
+fn drop_kills_what_an_exited_program_left_running() {
+    let t = Topology::vm_and_mesh();
+    let mut p =
+        t.vm.process("sh")
+            .args(["-c", "sleep 300 & echo $!"])
+            .spawn();
+    assert!(p.wait_timeout(T).unwrap().success());
+    let orphan: u32 = p.stdout().trim().parse().unwrap();
+    assert!(alive(orphan));
+    drop(p);
+    assert!(gone_within(orphan, T), "orphan {orphan} still runs");
+}

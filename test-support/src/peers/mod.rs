@@ -153,7 +153,7 @@ impl ServerThread {
             ns,
             &format!("tcp server {addr}"),
             move |bound, mut stopped| async move {
-                let listener = match TcpListener::bind(addr).await {
+                let listener = match retry_in_use(addr, || TcpListener::bind(addr)).await {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = bound.send(Err(format!("cannot bind {addr}: {e}")));
@@ -182,6 +182,29 @@ impl ServerThread {
                 }
             },
         )
+    }
+}
+
+/// How long a bind waits out `EADDRINUSE`.
+const IN_USE_GRACE: Duration = Duration::from_secs(2);
+
+/// Binds with `bind`, retrying while the address is in use for up to [`IN_USE_GRACE`]. A
+/// server dropped a moment ago can still hold its port: any process that another test
+/// thread is forking at that instant has a copy of the socket until it execs.
+pub(crate) async fn retry_in_use<T, B, F>(addr: SocketAddr, bind: B) -> std::io::Result<T>
+where
+    B: Fn() -> F,
+    F: Future<Output = std::io::Result<T>>,
+{
+    let deadline = Instant::now() + IN_USE_GRACE;
+    loop {
+        match bind().await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tracing::debug!(%addr, "address in use, retrying");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            other => return other,
+        }
     }
 }
 

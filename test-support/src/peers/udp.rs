@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 
-use super::{Log, ServerThread};
+use super::{Log, ServerThread, retry_in_use};
 use crate::error::Error;
 use crate::netns::Netns;
 
@@ -35,7 +35,7 @@ impl UdpServer {
             ns,
             &format!("udp server {addr}"),
             move |bound, mut stopped| async move {
-                let sock = match UdpSocket::bind(addr).await {
+                let sock = match retry_in_use(addr, || UdpSocket::bind(addr)).await {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = bound.send(Err(format!("cannot bind {addr}: {e}")));
