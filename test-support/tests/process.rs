@@ -217,3 +217,17 @@ fn drop_kills_what_an_exited_program_left_running() {
     drop(p);
     assert!(gone_within(orphan, T), "orphan {orphan} still runs");
 }
+
+#[test]
+fn environment_and_directory_are_passed() {
+    let t = Topology::vm_and_mesh();
+    let mut p =
+        t.vm.process("sh")
+            .args(["-c", "echo \"$HARNESS_VAR\"; pwd"])
+            .env("HARNESS_VAR", "set by the test")
+            .current_dir("/usr")
+            .user(1337, 1337)
+            .spawn();
+    assert!(p.wait_timeout(T).unwrap().success(), "{}", p.logs());
+    assert_eq!(p.stdout(), "set by the test\n/usr\n");
+}

@@ -119,3 +119,24 @@ fn nft_ruleset_compares_equal_across_traffic() {
     // The peer's namespace has rules of its own: none.
     assert_eq!(nft_ruleset(&t.mesh), "");
 }
+
+#[test]
+fn legacy_and_nft_backends_are_read_separately() {
+    require_tools(&[
+        "iptables-legacy-restore",
+        "iptables-legacy-save",
+        "ip6tables-legacy-save",
+    ]);
+    use test_support::rules::{ip6tables_legacy_save, iptables_legacy_save};
+    let t = Topology::vm_and_mesh();
+    let rules = "*nat\n:LEGACY_ONLY - [0:0]\nCOMMIT\n";
+    let out =
+        t.vm.run_timeout_input(&["iptables-legacy-restore"], rules.as_bytes(), T)
+            .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let legacy = iptables_legacy_save(&t.vm);
+    assert!(legacy.contains(":LEGACY_ONLY - [0:0]\n"), "{legacy}");
+    assert!(!legacy.contains('#'), "{legacy}");
+    assert!(!iptables_save(&t.vm).contains("LEGACY_ONLY"));
+    assert!(!ip6tables_legacy_save(&t.vm).contains("LEGACY_ONLY"));
+}
