@@ -9,3 +9,18 @@
 //!   detect drift, and remove exactly what is ours.
 
 pub mod plan;
+
+mod apply;
+mod backend;
+mod cleanup;
+mod command;
+pub mod exec_error;
+pub mod execute;
+mod nftables;
+mod ownership;
+mod state;
+mod tproxy;
+
+pub use cleanup::Removed;
+pub use exec_error::CaptureError;
+pub use execute::{Applied, DryRun, Outcome, dry_run, execute};
