@@ -246,8 +246,15 @@ fn apply_nft(
         for s in &snaps {
             removed.add(cleanup::clean(s, &Desired::default(), false)?);
         }
+        // The policy routing of what goes away goes too (the plan's own is added back below).
+        let mut marks: BTreeSet<u32> = nftables::marks(&extra)?.into_iter().collect();
+        for s in snaps.iter().filter(|s| s.ours(None) != (0, 0)) {
+            marks.extend(s.evidence.marks());
+        }
         if !stale.is_empty() {
-            let marks: BTreeSet<u32> = plan_mark.into_iter().collect();
+            marks.extend(plan_mark);
+        }
+        if !marks.is_empty() {
             removed.routing += tproxy::remove(&marks, None)?;
         }
         // Deleted in the same transaction that applies the rules: no moment without capture.
@@ -262,6 +269,11 @@ fn apply_nft(
         .cloned()
         .collect();
     let before = nftables::listing(&existing)?;
+    // The transaction's own `flush table` empties chains but keeps them, so chains an older
+    // rule set declared would stay; replacing the tables in the same transaction is exact.
+    for t in &existing {
+        transaction.push_str(&format!("delete table inet {t}\n"));
+    }
     transaction.push_str(&with_newline(text));
     tracing::info!(tables = ?planned, "applying nftables transaction");
     nftables::run_transaction(&transaction)?;

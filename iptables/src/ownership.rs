@@ -15,7 +15,8 @@
 //!      desired rules contain the very rule;
 //!    - TPROXY mangle rules (`CONNMARK --save-mark`/`--restore-mark`, `-o lo --mark M -j
 //!      RETURN`) only for a mark `M` that our `ISTIO_DIVERT`/`ISTIO_TPROXY` chains set (or the
-//!      plan's mark), and `MARK --set-mark 1338` only for an owner our chains exempt;
+//!      plan's mark), and `-o lo ... -m owner -j MARK --set-mark 1338` only when those chains
+//!      exist or the owner is one our chains exempt;
 //!    - the pre-1.10 DNS rules put straight into `nat OUTPUT` (`-p udp --dport 53` owner
 //!      RETURN, `REDIRECT --to-ports 15053`) and `raw OUTPUT`/`PREROUTING` (`CT --zone 1/2` on
 //!      port 53/15053), owner-matching ones only for owners our chains exempt.
@@ -45,6 +46,8 @@ pub(crate) struct Evidence {
     present: bool,
     /// Marks set by rules in `ISTIO_*` chains (TPROXY) or named by the plan.
     marks: BTreeSet<u32>,
+    /// A rule in an `ISTIO_*` chain sets a TPROXY mark: our TPROXY chains are there.
+    tproxy_chains: bool,
     /// uid/gid values matched by rules in `ISTIO_*` chains.
     owners: BTreeSet<String>,
 }
@@ -71,8 +74,10 @@ impl Evidence {
                             ev.owners.insert(o.to_string());
                         }
                         ("--set-xmark" | "--set-mark" | "--tproxy-mark", Some(m)) => {
-                            ev.marks
-                                .extend(mark_value(m).filter(|m| *m != OUTBOUND_MARK));
+                            if let Some(m) = mark_value(m).filter(|m| *m != OUTBOUND_MARK) {
+                                ev.marks.insert(m);
+                                ev.tproxy_chains = true;
+                            }
                         }
                         _ => {}
                     }
@@ -265,7 +270,9 @@ fn is_tproxy_output(spec: &Spec, ev: &Evidence) -> bool {
                     ),
                     &[],
                 )
-                && owner_is_ours(spec, ev)
+                // The owners live in nat, which a crash may have kept from being applied
+                // while mangle was; the TPROXY chains next to this rule are proof enough.
+                && (ev.tproxy_chains || owner_is_ours(spec, ev))
         }
         Some("CONNMARK") => {
             has_options(
@@ -481,9 +488,31 @@ COMMIT
                 "mangle PREROUTING -p tcp -m mark --mark 0x539 -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff",
                 "mangle OUTPUT -o lo -p tcp -m mark --mark 0x539 -j RETURN",
                 "mangle OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1337 -j MARK --set-xmark 0x53a/0xffffffff",
+                "mangle OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1000 -j MARK --set-xmark 0x53a/0xffffffff",
                 "mangle OUTPUT -p tcp -m connmark --mark 0x539 -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff",
                 "mangle ISTIO_DIVERT -j MARK --set-xmark 0x539/0xffffffff",
                 "mangle ISTIO_TPROXY ! -d 127.0.0.1/32 -p tcp -j TPROXY --on-port 15006 --on-ip 0.0.0.0 --tproxy-mark 0x539/0xffffffff",
+                "nat ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN",
+            ]
+        );
+        // Without our TPROXY chains only the owners our nat chains exempt vouch for the rule.
+        let got = ours(
+            "*mangle
+:OUTPUT ACCEPT [0:0]
+-A OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1337 -j MARK --set-xmark 0x53a/0xffffffff
+-A OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1000 -j MARK --set-xmark 0x53a/0xffffffff
+COMMIT
+*nat
+:OUTPUT ACCEPT [0:0]
+:ISTIO_OUTPUT - [0:0]
+-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+COMMIT
+",
+        );
+        assert_eq!(
+            got,
+            [
+                "mangle OUTPUT ! -d 127.0.0.1/32 -o lo -p tcp -m owner --uid-owner 1337 -j MARK --set-xmark 0x53a/0xffffffff",
                 "nat ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN",
             ]
         );

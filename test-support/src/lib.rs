@@ -4,3 +4,4 @@
 //! panicking test leaves nothing behind on the machine.
 
 pub mod netns;
+pub mod netns_enter;
