@@ -129,12 +129,11 @@ impl Cmd {
 
     /// The error for a run that exited unsuccessfully; quotes the stdin line the tool blamed.
     pub(crate) fn failed(&self, ran: &Ran) -> CaptureError {
-        let failed_line = self
-            .stdin
-            .as_deref()
-            .and_then(|input| blamed_line(&ran.stderr).map(|n| (input, n)))
-            .and_then(|(input, n)| input.lines().nth(n.checked_sub(1)?))
-            .map(str::to_string);
+        let failed_line = self.stdin.as_deref().and_then(|input| {
+            let n = blamed_line(&ran.stderr)?;
+            let line = input.lines().nth(n.checked_sub(1)?)?;
+            Some(format!("line {n}: {line}"))
+        });
         CaptureError::CommandFailed {
             command: self.display(),
             status: ran.status.clone(),
@@ -172,13 +171,15 @@ pub(crate) fn package_of(binary: &str) -> &'static str {
 /// The input line number a tool complained about: `iptables-restore: line 5 failed` or
 /// nft's `/dev/stdin:5:1-10: Error: ...`.
 fn blamed_line(stderr: &str) -> Option<usize> {
-    if let Some(pos) = stderr.find("line ") {
-        let digits: String = stderr[pos + 5..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if let Ok(n) = digits.parse() {
-            return Some(n);
+    for marker in ["line: ", "line "] {
+        if let Some(pos) = stderr.find(marker) {
+            let digits: String = stderr[pos + marker.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if let Ok(n) = digits.parse() {
+                return Some(n);
+            }
         }
     }
     let pos = stderr.find("/dev/stdin:")?;
@@ -205,6 +206,12 @@ mod tests {
         assert_eq!(
             blamed_line("/dev/stdin:3:1-4: Error: Could not process rule"),
             Some(3)
+        );
+        assert_eq!(
+            blamed_line(
+                "Couldn't load target `X':No such file or directory\n\nError occurred at line: 40\n"
+            ),
+            Some(40)
         );
         assert_eq!(blamed_line("Bad argument"), None);
     }

@@ -25,7 +25,7 @@ pub enum CaptureError {
 
     /// A command ran and failed. For `*-restore` and `nft -f -` the offending input line is
     /// quoted when the tool named one.
-    #[error("`{command}` failed ({status}): {stderr}{}", failed_line.as_ref().map(|l| format!("; the failing input line is: {l}")).unwrap_or_default())]
+    #[error("`{command}` failed ({status}): {stderr}{}", failed_line.as_ref().map(|l| format!("\n(input {l})")).unwrap_or_default())]
     CommandFailed {
         command: String,
         status: String,
@@ -61,7 +61,10 @@ pub enum CaptureError {
 
     /// Capture rules of ours are on the machine but differ from the desired ones, and the plan
     /// did not ask to reconcile. Nothing was changed.
-    #[error("capture rules from an earlier run are in place but differ from the desired ones ({}); nothing was changed: rerun with --reconcile to replace them, or with --cleanup-only to remove them", differences.join("; "))]
+    #[error(
+        "capture rules from an earlier run are in place but differ from the desired ones ({}); nothing was changed: rerun with --reconcile to replace them, or with --cleanup-only to remove them",
+        summarize(differences)
+    )]
     Drift { differences: Vec<String> },
 
     /// Applying failed; everything this run had applied was removed again.
@@ -107,4 +110,19 @@ pub enum CaptureError {
         #[source]
         source: io::Error,
     },
+}
+
+/// The first few differences, and how many more there are: enough to see what drifted.
+fn summarize(differences: &[String]) -> String {
+    const SHOWN: usize = 6;
+    let mut s = differences
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if differences.len() > SHOWN {
+        s.push_str(&format!("; and {} more", differences.len() - SHOWN));
+    }
+    s
 }

@@ -722,10 +722,12 @@ fn a_restore_failure_rolls_back_both_families() {
             "names the command: {msg}"
         );
         assert!(msg.contains("exit status"), "names the status: {msg}");
-        assert!(msg.contains("line"), "names the line: {msg}");
+        assert!(msg.contains("NO_SUCH_CHAIN"), "{msg}");
+        // Legacy blames the rule's line (40), nft the COMMIT after it (41).
         assert!(
-            msg.contains("NO_SUCH_CHAIN"),
-            "quotes the failing line: {msg}"
+            msg.contains("(input line 40: -A ISTIO_OUTPUT -d ::1/128 -j NO_SUCH_CHAIN)")
+                || msg.contains("(input line 41: COMMIT)"),
+            "quotes the input line the tool blamed: {msg}"
         );
         assert_eq!(
             machine(&ns),
@@ -746,6 +748,31 @@ fn a_failing_first_family_leaves_nothing_either() {
     let err = run(&ns, &plan(Mode::Apply, None, rules(bad, None), None)).unwrap_err();
     assert!(matches!(err, CaptureError::RolledBack { .. }), "{err}");
     assert_eq!(machine(&ns), before);
+}
+
+#[test]
+fn a_failed_reconcile_leaves_neither_rules_nor_guardrails() {
+    for flavor in flavors() {
+        let ns = ns_for("rfail");
+        add_foreign(&ns, flavor);
+        let before = machine(&ns);
+        run_ok(
+            &ns,
+            &plan(Mode::Apply, Some(flavor), golden("tproxy"), Some(TPROXY)),
+        );
+        let bad = "* nat\n-N ISTIO_OUTPUT\n-A OUTPUT -j ISTIO_OUTPUT\n-A ISTIO_OUTPUT -j ISTIO_MISSING\nCOMMIT\n";
+        let err = run(
+            &ns,
+            &plan(Mode::Reconcile, Some(flavor), rules(bad, None), None),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, CaptureError::RolledBack { .. }),
+            "{flavor:?}: {err}"
+        );
+        // The old rules were removed before the new ones failed; the guardrails went last.
+        assert_eq!(machine(&ns), before, "{flavor:?}");
+    }
 }
 
 #[test]
