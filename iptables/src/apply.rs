@@ -11,7 +11,7 @@ use crate::exec_error::CaptureError;
 use crate::execute::{Applied, Outcome};
 use crate::nftables;
 use crate::plan::{IptablesFlavor, IptablesRules, TproxyRouting};
-use crate::state::{self, Table, split_words};
+use crate::state::{self, Table};
 use crate::tproxy;
 
 /// The plan's iptables rules, read into tables per family.
@@ -158,12 +158,7 @@ fn assess(snap: &Snapshot, desired: Option<&[Table]>) -> Result<Status, CaptureE
     }
     for t in desired {
         for r in &t.rules {
-            let args = split_words(&r.spec).map_err(|reason| CaptureError::BadPlan {
-                family: snap.xt.family.label(),
-                line: 0,
-                reason: format!("rule `{}`: {reason}", r.spec),
-            })?;
-            if !snap.xt.has_rule(&t.name, &r.chain, &args)? {
+            if !snap.xt.has_rule(&t.name, &r.chain, &r.parsed.tokens)? {
                 return Ok(Status::Drift(vec![format!(
                     "{}: {} rule `-A {} {}` is missing",
                     snap.xt, t.name, r.chain, r.spec
@@ -203,6 +198,7 @@ impl IptablesJob<'_> {
             tracing::info!(backend = %xt, "using iptables binaries");
         }
 
+        cleanup::remove_stale_guardrails()?;
         let mut snaps = cleanup::snapshot_all(plan_mark)?;
         for xt in &chosen {
             if !snaps.iter().any(|s| &s.xt == xt) {

@@ -267,6 +267,22 @@ impl Guardrails {
     }
 }
 
+/// Removes guardrails a reconcile killed mid-way left behind, from every installed flavor.
+/// They are never wanted and block all traffic, so no run may leave them, drift or not.
+pub(crate) fn remove_stale_guardrails() -> Result<usize, CaptureError> {
+    let mut n = 0;
+    for family in Family::ALL {
+        for xt in backend::installed(family)? {
+            let removed = remove_guardrails(&xt)?;
+            if removed > 0 {
+                tracing::warn!(backend = %xt, removed, "removed DROP guardrails left by an interrupted reconcile");
+            }
+            n += removed;
+        }
+    }
+    Ok(n)
+}
+
 /// Deletes every guardrail rule from `xt`'s filter table; returns how many there were.
 fn remove_guardrails(xt: &Xtables) -> Result<usize, CaptureError> {
     let tables = xt.read_state()?;

@@ -208,6 +208,7 @@ fn apply_nft(
     require_ip(tproxy_plan)?;
     let plan_mark = tproxy_plan.map(|r| r.mark);
     let planned = nftables::tables_in(text);
+    cleanup::remove_stale_guardrails()?;
     let extra: Vec<String> = present
         .iter()
         .filter(|t| !planned.contains(t))

@@ -861,33 +861,33 @@ fn automatic_flavor_follows_existing_legacy_rules() {
 }
 
 #[test]
-fn guardrails_left_by_a_crash_are_drift_and_cleaned_up() {
-    let ns = ns_for("guard");
-    // What a reconcile killed with -9 while swapping leaves behind.
-    restore(
-        &ns,
-        "iptables",
-        IptablesFlavor::Nft,
-        "*filter\n-I INPUT 1 -p tcp -m comment --comment vm-proxy-reconcile-guardrail -j DROP\n-I OUTPUT 1 -p udp -m comment --comment vm-proxy-reconcile-guardrail -j DROP\nCOMMIT\n",
-    );
-    let err = run(
-        &ns,
-        &plan(
-            Mode::Apply,
-            Some(IptablesFlavor::Nft),
-            golden("empty"),
-            None,
-        ),
-    )
-    .unwrap_err();
-    assert!(err.to_string().contains("filter"), "{err}");
-    let out = run_ok(&ns, &cleanup_plan(None, golden("empty"), None));
-    assert!(
-        matches!(out, Outcome::Cleaned(r) if r.rules == 2),
-        "{out:?}"
-    );
-    let filter = save(&ns, "iptables", IptablesFlavor::Nft);
-    assert!(!filter.contains("-A "), "{filter}");
+fn guardrails_left_by_a_crash_never_survive_a_run() {
+    let guardrails = "*filter\n-I INPUT 1 -p tcp -m comment --comment vm-proxy-reconcile-guardrail -j DROP\n-I OUTPUT 1 -p udp -m comment --comment vm-proxy-reconcile-guardrail -j DROP\nCOMMIT\n";
+    for flavor in flavors() {
+        // What a reconcile killed with -9 while swapping leaves behind.
+        let ns = ns_for("guard");
+        add_foreign(&ns, flavor);
+        let before = machine(&ns);
+        restore(&ns, "iptables", flavor, guardrails);
+        restore(&ns, "ip6tables", flavor, guardrails);
+        let out = run_ok(&ns, &cleanup_plan(None, golden("empty"), None));
+        assert!(
+            matches!(out, Outcome::Cleaned(r) if r.rules == 4),
+            "{out:?}"
+        );
+        assert_eq!(machine(&ns), before, "{flavor:?}");
+
+        // A plain apply removes them too instead of failing on them while traffic is blocked.
+        restore(&ns, "iptables", flavor, guardrails);
+        let out = run_ok(&ns, &plan(Mode::Apply, Some(flavor), golden("empty"), None));
+        assert!(matches!(out, Outcome::Applied(_)), "{out:?}");
+        let filter = save(&ns, "iptables", flavor);
+        assert!(!filter.contains("guardrail"), "{filter}");
+        assert!(
+            filter.contains("-A INPUT -p tcp -j DROP"),
+            "the foreign DROP stays: {filter}"
+        );
+    }
 }
 
 #[test]
