@@ -13,3 +13,18 @@ pub mod config;
 pub mod error;
 pub mod plan;
 pub mod render;
+
+mod apply;
+mod backend;
+mod cleanup;
+mod command;
+pub mod exec_error;
+pub mod execute;
+mod nftables;
+mod ownership;
+mod state;
+mod tproxy;
+
+pub use cleanup::Removed;
+pub use exec_error::CaptureError;
+pub use execute::{Applied, DryRun, Outcome, dry_run, execute};
