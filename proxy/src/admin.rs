@@ -26,11 +26,13 @@ use tracing::{debug, info, warn};
 use crate::connection::Shared;
 use crate::error::Error;
 use crate::listener::ListenerSet;
-use crate::proxy::ConfigDumpFn;
 use crate::status::{ServerState, State};
 
 /// A client has this long to send a request's headers (slow clients must not pile up).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Produces `/config_dump`'s JSON (the decoder's `ConfigDump::to_json`).
+pub type ConfigDumpFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// What the admin endpoints read and change.
 pub(crate) struct AdminContext {

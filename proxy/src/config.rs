@@ -22,7 +22,7 @@ use std::path::Path;
 
 use xds_client::model::Snapshot;
 
-use crate::proxy::ConfigDumpFn;
+use crate::admin::ConfigDumpFn;
 
 /// The Envoy bootstrap `vm-proxy run` uses without `--config`: admin on 127.0.0.1:15000,
 /// 127.0.0.1:15080 proxied to the admin server, and Istio-style outbound (15001) and inbound

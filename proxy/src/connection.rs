@@ -23,9 +23,15 @@ pub(crate) struct Shared {
     pub options: Options,
 }
 
-/// Starts the task of a connection accepted by `listener`, under the configuration active
-/// at this moment.
-pub(crate) fn spawn(shared: &Arc<Shared>, listener: &str, stream: TcpStream, peer: SocketAddr) {
+/// Starts the task of a connection accepted by `listener` (whose socket listens at
+/// `listening`), under the configuration active at this moment.
+pub(crate) fn spawn(
+    shared: &Arc<Shared>,
+    listener: &str,
+    listening: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
     let active = shared.config.current();
     let Some(listener) = active.listener(listener).cloned() else {
         // Removed by a swap an instant ago; its accept loop is being stopped.
@@ -36,7 +42,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, listener: &str, stream: TcpStream, pee
     let shared = shared.clone();
     tokio::spawn(async move {
         tokio::select! {
-            () = serve(stream, peer, listener, &active, &shared.options) => {}
+            () = serve(stream, peer, listening, listener, &active, &shared.options) => {}
             () = tracked.closing() => debug!(%peer, "closed: drain time is over"),
         }
         drop(tracked);
@@ -46,6 +52,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, listener: &str, stream: TcpStream, pee
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    listening: SocketAddr,
     accepted_by: Arc<Listener>,
     active: &Active,
     options: &Options,
@@ -66,6 +73,7 @@ async fn serve(
     if let Err(e) = listener_filters(
         &listener,
         &stream,
+        listening,
         &mut destination,
         &mut inspection,
         options,
@@ -85,6 +93,7 @@ async fn serve(
         if let Err(e) = listener_filters(
             &listener,
             &stream,
+            listening,
             &mut destination,
             &mut inspection,
             options,
@@ -125,6 +134,7 @@ async fn serve(
 async fn listener_filters(
     listener: &Listener,
     stream: &TcpStream,
+    listening: SocketAddr,
     destination: &mut Destination,
     inspection: &mut Inspection,
     options: &Options,
@@ -134,7 +144,8 @@ async fn listener_filters(
             .listener_filters
             .contains(&ListenerFilter::OriginalDst);
     if wants_original_dst && !destination.restored {
-        *destination = original_dst::detect(stream, destination.addr, listener.transparent);
+        *destination =
+            original_dst::detect(stream, destination.addr, listener.transparent, listening);
     }
     let inspect = async {
         for f in &listener.listener_filters {

@@ -31,6 +31,7 @@ mod tcp_proxy;
 mod upstream;
 mod validate;
 
+pub use admin::ConfigDumpFn;
 pub use error::{BindError, Error};
 pub use options::{Keepalive, Options};
-pub use proxy::{ConfigDumpFn, DrainOutcome, Proxy};
+pub use proxy::{DrainOutcome, Proxy};

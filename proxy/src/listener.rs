@@ -110,21 +110,18 @@ impl ListenerSet {
         })
     }
 
-    /// Carries out a plan once its snapshot is active: starts the new accept loops, stops the
-    /// removed ones (their open connections go on), then binds the listeners that were
-    /// waiting for an address. Returns the listeners that could not be bound.
+    /// Carries out a plan once its snapshot is active: stops the accept loops of removed and
+    /// changed listeners (their open connections go on), starts the new ones, then binds the
+    /// listeners that were waiting for an address. Returns the listeners that could not be
+    /// bound.
     pub async fn apply(
         &self,
         plan: Plan,
         shared: &Arc<Shared>,
         runtime: &Handle,
     ) -> Vec<BindError> {
-        let mut failed = Vec::new();
-        for p in plan.bound_early {
-            if let Err(e) = self.start(p, shared, runtime) {
-                failed.push(e);
-            }
-        }
+        // Stopped first: a listener that changed address keeps its name, and its new socket
+        // takes the old one's place in the map.
         let stopping: Vec<(Arc<str>, Bound)> = {
             let mut bound = self.lock();
             plan.stop
@@ -137,6 +134,12 @@ impl ListenerSet {
             // Awaiting the aborted task guarantees its socket is closed before we go on.
             let _ = b.accept.await;
             info!(listener = %name, address = %b.local, "listener stopped");
+        }
+        let mut failed = Vec::new();
+        for p in plan.bound_early {
+            if let Err(e) = self.start(p, shared, runtime) {
+                failed.push(e);
+            }
         }
         for l in plan.bind_late {
             let started = bind(&l, shared.options.backlog).and_then(|socket| {
@@ -168,7 +171,7 @@ impl ListenerSet {
             let _in_runtime = runtime.enter();
             TcpListener::from_std(p.socket).map_err(bind_error)?
         };
-        let accept = runtime.spawn(accept_loop(l.name.clone(), socket, shared.clone()));
+        let accept = runtime.spawn(accept_loop(l.name.clone(), socket, local, shared.clone()));
         info!(listener = %l.name, address = %local, "listening");
         let previous = self.lock().insert(
             l.name.clone(),
@@ -250,10 +253,10 @@ fn bind(l: &Listener, backlog: i32) -> Result<std::net::TcpListener, BindError> 
     Ok(socket.into())
 }
 
-async fn accept_loop(name: Arc<str>, socket: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(name: Arc<str>, socket: TcpListener, local: SocketAddr, shared: Arc<Shared>) {
     loop {
         match socket.accept().await {
-            Ok((stream, peer)) => connection::spawn(&shared, &name, stream, peer),
+            Ok((stream, peer)) => connection::spawn(&shared, &name, local, stream, peer),
             Err(e) if is_resource_exhaustion(&e) => {
                 warn!(listener = %name, "accept: {e}; pausing");
                 tokio::time::sleep(ACCEPT_BACKOFF).await;

@@ -28,20 +28,30 @@ impl Destination {
     }
 }
 
-/// The original destination of `stream`: under TPROXY (`transparent`) the local address is
-/// the original destination; otherwise `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` asks the
-/// NAT table (iptables/nft REDIRECT). When the kernel knows of no redirection, the local
-/// address is kept, unrestored.
-pub(crate) fn detect(stream: &TcpStream, local: SocketAddr, transparent: bool) -> Destination {
+/// The original destination of `stream`, accepted on a socket listening at `listening`:
+/// under TPROXY (`transparent`) the local address is the original destination; otherwise
+/// `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` asks the NAT table (iptables/nft REDIRECT).
+/// When nothing was redirected (no NAT entry, or a client connecting to the listener
+/// itself), the local address is kept, unrestored: taking it as the original destination
+/// would make ORIGINAL_DST clusters connect back to this listener, without end.
+pub(crate) fn detect(
+    stream: &TcpStream,
+    local: SocketAddr,
+    transparent: bool,
+    listening: SocketAddr,
+) -> Destination {
     if transparent {
-        return Destination {
-            addr: local,
-            restored: true,
+        return if is_listener_itself(local, listening) {
+            Destination::local(local)
+        } else {
+            Destination {
+                addr: local,
+                restored: true,
+            }
         };
     }
     match nat_original_dst(stream, local) {
-        // A conntrack entry without NAT reports the address we were reached at: nothing was
-        // redirected, and treating it as restored would make ORIGINAL_DST connect to ourselves.
+        // A conntrack entry without NAT reports the address we were reached at.
         Ok(addr) if canonical(addr) == canonical(local) => Destination::local(local),
         Ok(addr) => Destination {
             addr,
@@ -52,6 +62,14 @@ pub(crate) fn detect(stream: &TcpStream, local: SocketAddr, transparent: bool) -
             Destination::local(local)
         }
     }
+}
+
+/// Whether a connection reached at `local` was addressed to the listener at `listening`
+/// (which may be a wildcard address) rather than redirected to it.
+fn is_listener_itself(local: SocketAddr, listening: SocketAddr) -> bool {
+    let (local, listening) = (canonical(local), canonical(listening));
+    local.port() == listening.port()
+        && (listening.ip().is_unspecified() || listening.ip() == local.ip())
 }
 
 fn nat_original_dst(stream: &TcpStream, local: SocketAddr) -> io::Result<SocketAddr> {
@@ -81,4 +99,19 @@ fn nat_original_dst(stream: &TcpStream, local: SocketAddr) -> io::Result<SocketA
 /// IPv4 addresses carried as v4-mapped IPv6 ones compare equal to their plain IPv4 form.
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_to_the_listener_itself_is_not_redirected() {
+        let on = |l: &str, a: &str| is_listener_itself(a.parse().unwrap(), l.parse().unwrap());
+        assert!(on("0.0.0.0:15006", "10.0.0.5:15006"));
+        assert!(on("127.0.0.1:15006", "127.0.0.1:15006"));
+        assert!(on("[::]:15006", "[::ffff:10.0.0.5]:15006"));
+        assert!(!on("0.0.0.0:15006", "10.0.0.5:8080"));
+        assert!(!on("127.0.0.1:15006", "127.0.0.2:15006"));
+    }
 }

@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 use xds_client::model::Snapshot;
 
-use crate::admin::{self, AdminContext, AdminServer};
+use crate::admin::{self, AdminContext, AdminServer, ConfigDumpFn};
 use crate::connection::Shared;
 use crate::drain::Connections;
 use crate::error::{BindErrors, Error};
@@ -19,9 +19,6 @@ use crate::options::Options;
 use crate::state::{Active, ConfigHolder};
 use crate::status::ServerState;
 use crate::validate;
-
-/// Produces `/config_dump`'s JSON (the decoder's `ConfigDump::to_json`).
-pub type ConfigDumpFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
