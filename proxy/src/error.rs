@@ -21,6 +21,8 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    #[error("Proxy::start needs a tokio runtime to run on: {0}")]
+    NoRuntime(String),
     #[error("cannot start the {what} runtime: {source}")]
     Runtime {
         what: &'static str,

@@ -48,14 +48,14 @@ struct Inner {
 
 impl Proxy {
     /// Binds the snapshot's listeners and the admin server (at the snapshot's admin address,
-    /// else [`Options::default_admin_address`]) on the current tokio runtime, and starts
-    /// accepting. `/ready` says LIVE from the moment this returns.
+    /// else [`Options::default_admin_address`]) on the tokio runtime this is called from, and
+    /// starts accepting. `/ready` says LIVE from the moment this returns.
     pub async fn start(
         snapshot: Snapshot,
         config_dump: impl Fn() -> serde_json::Value + Send + Sync + 'static,
         options: Options,
     ) -> Result<Proxy, Error> {
-        let here = Handle::current();
+        let here = Handle::try_current().map_err(|e| Error::NoRuntime(e.to_string()))?;
         Proxy::start_on(
             snapshot,
             Arc::new(config_dump),

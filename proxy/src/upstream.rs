@@ -111,3 +111,28 @@ fn bind_source(socket: &TcpSocket, address: SocketAddr) -> io::Result<()> {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_address_not_on_this_host_is_bound_with_freebind() {
+        // TEST-NET-1 is never configured here; binding sends no packet anywhere.
+        let source: SocketAddr = "192.0.2.1:0".parse().unwrap();
+        let plain = TcpSocket::new_v4().unwrap();
+        let e = plain.bind(source).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(nix::libc::EADDRNOTAVAIL));
+        let socket = TcpSocket::new_v4().unwrap();
+        bind_source(&socket, source).unwrap();
+        assert_eq!(socket.local_addr().unwrap().ip(), source.ip());
+    }
+
+    #[test]
+    fn a_local_source_address_needs_no_freebind() {
+        let socket = TcpSocket::new_v4().unwrap();
+        bind_source(&socket, "127.0.0.6:0".parse().unwrap()).unwrap();
+        let freebind = socket2::SockRef::from(&socket).freebind_v4().unwrap();
+        assert!(!freebind);
+    }
+}

@@ -340,3 +340,33 @@ async fn original_dst_without_a_redirect_is_refused_not_looped() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transparent_listener_proxies_and_refuses_to_loop() {
+    // IP_TRANSPARENT needs CAP_NET_ADMIN, which the test suite has (it runs as root).
+    let up = named_echo("up").await;
+    let mut plain = listener("tproxy", "c");
+    plain.transparent = true;
+    let mut passthrough = listener("tproxy-passthrough", "PassthroughCluster");
+    passthrough.transparent = true;
+    passthrough.listener_filters = vec![xds_client::model::ListenerFilter::OriginalDst];
+    let proxy = start(snapshot(
+        vec![plain, passthrough],
+        vec![
+            static_cluster("c", &[up]),
+            original_dst_cluster("PassthroughCluster"),
+        ],
+    ))
+    .await;
+    assert_eq!(which_upstream(addr(&proxy, "tproxy")).await, "up");
+    // Reached directly rather than through TPROXY, the local address is the listener itself:
+    // not an original destination to connect to.
+    let mut s = connect(addr(&proxy, "tproxy-passthrough")).await;
+    assert!(closed_without_data(&mut s).await);
+    bounded("no connection left", async {
+        while proxy.open_connections() != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

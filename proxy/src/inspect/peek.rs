@@ -32,7 +32,7 @@ impl Peeker {
             return Ok(false);
         }
         if self.len == self.buf.len() {
-            let grown = (self.buf.len() * 2).clamp(INITIAL, limit);
+            let grown = (self.buf.len() * 2).max(INITIAL).min(limit);
             self.buf.resize(grown, 0);
         }
         let have = self.len;
