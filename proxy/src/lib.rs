@@ -2,7 +2,7 @@
 //! [`xds_client::model::Snapshot`].
 //!
 //! One connection reads top to bottom through the modules:
-//! [`listener`] accepts → `original_dst` restores the destination → `inspect` peeks at the
+//! `listener` accepts → `original_dst` restores the destination → `inspect` peeks at the
 //! first bytes → [`chain`] picks the filter chain → `tcp_proxy` picks a cluster and an endpoint
 //! (`cluster`), connects (`upstream`) and copies bytes both ways (`copy`).
 //! [`Proxy`] owns the pieces: the snapshot holder (`state`), the bound listeners, the admin
@@ -32,6 +32,6 @@ mod upstream;
 mod validate;
 
 pub use admin::ConfigDumpFn;
-pub use error::{BindError, Error};
+pub use error::{BindError, BindErrors, Error};
 pub use options::{Keepalive, Options};
 pub use proxy::{DrainOutcome, Proxy};
