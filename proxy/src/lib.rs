@@ -1,1 +1,37 @@
+//! vm-proxy's data path and process shell: transparent L4 proxying driven by an
+//! [`xds_client::model::Snapshot`].
+//!
+//! One connection reads top to bottom through the modules:
+//! `listener` accepts → `original_dst` restores the destination → `inspect` peeks at the
+//! first bytes → [`chain`] picks the filter chain → `tcp_proxy` picks a cluster and an endpoint
+//! (`cluster`), connects (`upstream`) and copies bytes both ways (`copy`).
+//! [`Proxy`] owns the pieces: the snapshot holder (`state`), the bound listeners, the admin
+//! server (`admin`) and the drain (`drain`).
 
+mod admin;
+pub mod chain;
+pub mod cli;
+mod cluster;
+pub mod config;
+mod connection;
+mod copy;
+mod drain;
+pub mod duration;
+mod error;
+mod inspect;
+mod listener;
+mod options;
+mod original_dst;
+mod proxy;
+mod random;
+mod socket;
+mod state;
+mod status;
+mod tcp_proxy;
+mod upstream;
+mod validate;
+
+pub use admin::ConfigDumpFn;
+pub use error::{BindError, BindErrors, Error};
+pub use options::{Keepalive, Options};
+pub use proxy::{DrainOutcome, Proxy};

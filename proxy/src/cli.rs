@@ -1,0 +1,180 @@
+//! The `vm-proxy` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tracing::error;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Loader;
+use crate::options::Options;
+use crate::proxy::Proxy;
+
+/// One binary replacing Envoy, pilot-agent and istio-iptables on VMs in an Istio mesh.
+#[derive(Debug, Parser)]
+#[command(name = "vm-proxy", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy until SIGTERM/SIGINT or POST /quitquitquit, then drain and exit.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Envoy bootstrap file (YAML or JSON); without it the built-in loopback configuration.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// How long open connections may take to finish after a shutdown starts (Istio's
+    /// terminationDrainDuration), e.g. 5s, 500ms, 1m.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = crate::duration::parse)]
+    pub drain_timeout: Duration,
+    /// Log level (trace, debug, info, warning, error, critical, off) or tracing filter
+    /// directives such as `info,vm_proxy::tcp_proxy=debug`. Default: RUST_LOG, else info.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_filter)]
+    pub log_level: Option<String>,
+    /// Data-path worker threads; default one per CPU (Envoy's --concurrency).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: Option<u16>,
+}
+
+/// Runs `vm-proxy run`: logging, configuration from `load`, then the proxy until shutdown.
+pub fn run(args: RunArgs, load: Loader) -> ExitCode {
+    let filter = match &args.log_level {
+        Some(directives) => EnvFilter::new(directives),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    if let Err(e) = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init()
+    {
+        eprintln!("vm-proxy: cannot set up logging: {e}");
+        return ExitCode::FAILURE;
+    }
+    let loaded = match load(args.config.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = Options {
+        drain_timeout: args.drain_timeout,
+        worker_threads: args.concurrency.map(usize::from),
+        ..Options::default()
+    };
+    match Proxy::run(loaded.snapshot, loaded.config_dump, options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Envoy's level names map to tracing levels (`warning` → warn, `critical` → error); other
+/// input must be valid filter directives.
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    let level = match s {
+        "trace" | "debug" | "info" | "error" | "off" => s,
+        "warning" | "warn" => "warn",
+        "critical" => "error",
+        _ => {
+            return EnvFilter::builder()
+                .parse(s)
+                .map(|_| s.to_owned())
+                .map_err(|e| format!("not a log level or filter: {e}"));
+        }
+    };
+    Ok(level.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
+        let Cli {
+            command: Command::Run(args),
+        } = Cli::try_parse_from(argv)?;
+        Ok(args)
+    }
+
+    #[test]
+    fn run_defaults() {
+        let a = run_args(&["vm-proxy", "run"]).unwrap();
+        assert_eq!(a.config, None);
+        assert_eq!(a.drain_timeout, Duration::from_secs(5));
+        assert_eq!(a.log_level, None);
+        assert_eq!(a.concurrency, None);
+    }
+
+    #[test]
+    fn run_flags() {
+        let a = run_args(&[
+            "vm-proxy",
+            "run",
+            "--config",
+            "/etc/vm-proxy/bootstrap.yaml",
+            "--drain-timeout",
+            "1m30s",
+            "--log-level",
+            "warning",
+            "--concurrency",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.config.as_deref(),
+            Some(std::path::Path::new("/etc/vm-proxy/bootstrap.yaml"))
+        );
+        assert_eq!(a.drain_timeout, Duration::from_secs(90));
+        assert_eq!(a.log_level.as_deref(), Some("warn"));
+        assert_eq!(a.concurrency, Some(2));
+        let a = run_args(&[
+            "vm-proxy",
+            "run",
+            "--log-level",
+            "info,vm_proxy::tcp_proxy=debug",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.log_level.as_deref(),
+            Some("info,vm_proxy::tcp_proxy=debug")
+        );
+        assert_eq!(
+            run_args(&["vm-proxy", "run", "--log-level", "critical"])
+                .unwrap()
+                .log_level
+                .as_deref(),
+            Some("error")
+        );
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag() {
+        let e = run_args(&["vm-proxy", "run", "--drain-timeout", "5"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--drain-timeout") && e.contains("missing unit"),
+            "{e}"
+        );
+        let e = run_args(&["vm-proxy", "run", "--log-level", "loud=="])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--log-level"), "{e}");
+        let e = run_args(&["vm-proxy", "run", "--concurrency", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--concurrency"), "{e}");
+        assert!(run_args(&["vm-proxy", "run", "--no-such-flag"]).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+//! Where `vm-proxy run` gets its configuration: a bootstrap file, or the embedded default.
+//!
+//! Decoding belongs to `xds-client` (the proxy never parses protos). `run` therefore takes a
+//! [`Loader`] from the binary instead of calling the decoder itself. Integration, once
+//! `xds_client::bootstrap` is merged, is this function (here) and one line in `main.rs`
+//! (`vm_proxy::cli::run(args, vm_proxy::config::load)`):
+//!
+//! ```text
+//! /// Decodes `path` (or the embedded default when `None`) with the xds-client decoder.
+//! pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+//!     let loaded = match path {
+//!         Some(p) => xds_client::bootstrap::load_file(p),
+//!         None => xds_client::bootstrap::load_str(DEFAULT_BOOTSTRAP), // or a file written from it
+//!     }
+//!     .map_err(|e| ConfigError::new(path, e))?;
+//!     let dump = loaded.dump;
+//!     Ok(LoadedConfig { snapshot: loaded.snapshot, config_dump: Arc::new(move || dump.to_json()) })
+//! }
+//! ```
+
+use std::path::Path;
+
+use xds_client::model::Snapshot;
+
+use crate::admin::ConfigDumpFn;
+
+/// The Envoy bootstrap `vm-proxy run` uses without `--config`: admin on 127.0.0.1:15000,
+/// 127.0.0.1:15080 proxied to the admin server, and Istio-style outbound (15001) and inbound
+/// (15006) capture listeners with ORIGINAL_DST passthrough clusters, inbound bound to
+/// 127.0.0.6. Every address is loopback and unprivileged.
+pub const DEFAULT_BOOTSTRAP: &str = include_str!("default-bootstrap.yaml");
+
+/// A decoded configuration: what the data path runs, and what `/config_dump` shows.
+pub struct LoadedConfig {
+    pub snapshot: Snapshot,
+    pub config_dump: ConfigDumpFn,
+}
+
+/// Turns `--config FILE` (or its absence: [`DEFAULT_BOOTSTRAP`]) into a [`LoadedConfig`].
+pub type Loader = fn(Option<&Path>) -> Result<LoadedConfig, ConfigError>;
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", source_name(.path.as_deref()))]
+pub struct ConfigError {
+    /// The file, or `None` for the embedded default.
+    pub path: Option<std::path::PathBuf>,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl ConfigError {
+    pub fn new(
+        path: Option<&Path>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> ConfigError {
+        ConfigError {
+            path: path.map(Path::to_path_buf),
+            source: source.into(),
+        }
+    }
+}
+
+fn source_name(path: Option<&Path>) -> String {
+    match path {
+        Some(p) => format!("configuration file {}", p.display()),
+        None => "embedded default bootstrap".to_owned(),
+    }
+}

@@ -1,0 +1,167 @@
+//! One downstream connection, from accept to its network filters.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tracing::{debug, trace, warn};
+use xds_client::model::{Listener, ListenerFilter, NetworkFilter};
+
+use crate::chain::{self, MatchInput};
+use crate::drain::Connections;
+use crate::inspect::{InspectError, Inspection};
+use crate::options::Options;
+use crate::original_dst::{self, Destination};
+use crate::state::{Active, ConfigHolder};
+use crate::tcp_proxy;
+
+/// What every connection task shares: the configuration, the connection count, the options.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub config: ConfigHolder,
+    pub connections: Arc<Connections>,
+    pub options: Options,
+}
+
+/// Starts the task of a connection accepted by `listener` (whose socket listens at
+/// `listening`), under the configuration active at this moment.
+pub(crate) fn spawn(
+    shared: &Arc<Shared>,
+    listener: &str,
+    listening: SocketAddr,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let active = shared.config.current();
+    let Some(listener) = active.listener(listener).cloned() else {
+        // Removed by a swap an instant ago; its accept loop is being stopped.
+        debug!(listener, %peer, "listener no longer configured; closing");
+        return;
+    };
+    let mut tracked = shared.connections.track();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = serve(stream, peer, listening, listener, &active, &shared.options) => {}
+            () = tracked.closing() => debug!(%peer, "closed: drain time is over"),
+        }
+        drop(tracked);
+    });
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    listening: SocketAddr,
+    accepted_by: Arc<Listener>,
+    active: &Active,
+    options: &Options,
+) {
+    if let Err(e) = crate::socket::tune(&stream, options.keepalive) {
+        debug!(%peer, "socket options on accepted connection: {e}");
+    }
+    let local = match stream.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            debug!(%peer, "accepted connection has no local address: {e}");
+            return;
+        }
+    };
+    let mut destination = Destination::local(local);
+    let mut inspection = Inspection::default();
+    let mut listener = accepted_by;
+    if let Err(e) = listener_filters(
+        &listener,
+        &stream,
+        listening,
+        &mut destination,
+        &mut inspection,
+        options,
+    )
+    .await
+    {
+        debug!(listener = %listener.name, %peer, "{e}; closing");
+        return;
+    }
+    if listener.use_original_dst
+        && destination.restored
+        && let Some(target) = active.listener_for(destination.addr)
+        && !Arc::ptr_eq(target, &listener)
+    {
+        trace!(from = %listener.name, to = %target.name, destination = %destination.addr, "hand-off");
+        listener = target.clone();
+        if let Err(e) = listener_filters(
+            &listener,
+            &stream,
+            listening,
+            &mut destination,
+            &mut inspection,
+            options,
+        )
+        .await
+        {
+            debug!(listener = %listener.name, %peer, "{e}; closing");
+            return;
+        }
+    }
+    let detected = &inspection.detected;
+    let input = MatchInput {
+        destination: destination.addr,
+        source: peer,
+        server_name: detected.server_name.as_deref(),
+        transport_protocol: detected.transport_protocol.unwrap_or("raw_buffer"),
+        application_protocols: &detected.application_protocols,
+    };
+    let Some(chain) = chain::select(&listener, &input) else {
+        debug!(listener = %listener.name, %peer, destination = %destination.addr, "no filter chain matches; closing");
+        return;
+    };
+    trace!(listener = %listener.name, chain = %chain.name, %peer, "filter chain selected");
+    // tcp_proxy is terminal (validation keeps it last), so the first one takes the connection.
+    match chain.filters.first() {
+        Some(NetworkFilter::TcpProxy(tp)) => {
+            tcp_proxy::run(tp, stream, destination, active, options).await
+        }
+        None => {
+            warn!(listener = %listener.name, chain = %chain.name, "filter chain has no network filter; closing")
+        }
+    }
+}
+
+/// Runs a listener's filters in their configured order. `use_original_dst` implies the
+/// original_dst filter, as in Envoy. When the filters time out the connection continues with
+/// what was found so far.
+async fn listener_filters(
+    listener: &Listener,
+    stream: &TcpStream,
+    listening: SocketAddr,
+    destination: &mut Destination,
+    inspection: &mut Inspection,
+    options: &Options,
+) -> Result<(), InspectError> {
+    let wants_original_dst = listener.use_original_dst
+        || listener
+            .listener_filters
+            .contains(&ListenerFilter::OriginalDst);
+    if wants_original_dst && !destination.restored {
+        *destination =
+            original_dst::detect(stream, destination.addr, listener.transparent, listening);
+    }
+    let inspect = async {
+        for f in &listener.listener_filters {
+            match f {
+                ListenerFilter::OriginalDst => {}
+                ListenerFilter::TlsInspector => inspection.tls(stream).await?,
+                ListenerFilter::HttpInspector => inspection.http(stream).await?,
+            }
+        }
+        Ok::<(), InspectError>(())
+    };
+    match tokio::time::timeout(options.listener_filters_timeout, inspect).await {
+        Ok(r) => r,
+        Err(_) => {
+            trace!(listener = %listener.name, "listener filters timed out; continuing");
+            Ok(())
+        }
+    }
+}

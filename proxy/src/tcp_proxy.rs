@@ -1,0 +1,146 @@
+//! Envoy's `tcp_proxy` network filter: one upstream connection per downstream connection.
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+use xds_client::model::{ClusterSpecifier, TcpProxy};
+
+use crate::copy::{self, CopyError};
+use crate::options::Options;
+use crate::original_dst::Destination;
+use crate::state::Active;
+use crate::upstream;
+
+/// Proxies `downstream` to an endpoint of the filter's cluster until both sides are done.
+/// Every failure ends in closing the downstream connection, which is all a TCP proxy can
+/// tell its client.
+pub(crate) async fn run(
+    filter: &TcpProxy,
+    mut downstream: TcpStream,
+    destination: Destination,
+    active: &Active,
+    options: &Options,
+) {
+    let Some(cluster_name) = pick_cluster(&filter.cluster) else {
+        warn!(stat_prefix = %filter.stat_prefix, "tcp_proxy: every weighted cluster has weight 0; closing");
+        return;
+    };
+    let Some(cluster) = active.cluster(cluster_name) else {
+        warn!(stat_prefix = %filter.stat_prefix, cluster = %cluster_name, "tcp_proxy: unknown cluster; closing");
+        return;
+    };
+    let pick = match cluster.pick(destination) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(stat_prefix = %filter.stat_prefix, "tcp_proxy: {e}; closing");
+            return;
+        }
+    };
+    let spec = &cluster.cluster;
+    let target = match upstream::resolve(&pick.target).await {
+        Ok(t) => t,
+        Err(e) => {
+            warn!(cluster = %spec.name, "tcp_proxy: {e}; closing");
+            return;
+        }
+    };
+    let mut up = match upstream::connect(
+        target,
+        spec.upstream_bind_address,
+        spec.connect_timeout,
+        options.keepalive,
+    )
+    .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            debug!(cluster = %spec.name, "tcp_proxy: {e}; closing");
+            return;
+        }
+    };
+    match copy::bidirectional(
+        &mut downstream,
+        &mut up,
+        filter.idle_timeout,
+        options.buffer_size,
+    )
+    .await
+    {
+        Ok(t) => debug!(
+            cluster = %spec.name, upstream = %target,
+            sent = t.downstream_to_upstream, received = t.upstream_to_downstream,
+            "tcp_proxy: connection done"
+        ),
+        Err(e @ CopyError::Idle(_)) => {
+            debug!(cluster = %spec.name, upstream = %target, "tcp_proxy: {e}; closing")
+        }
+        Err(e) => {
+            debug!(cluster = %spec.name, upstream = %target, "tcp_proxy: {e}; closing both sides")
+        }
+    }
+    drop(pick);
+}
+
+/// The cluster for this connection; a weighted choice like Envoy's (random, proportional to
+/// weight). `None` if all weights are zero.
+fn pick_cluster(spec: &ClusterSpecifier) -> Option<&Arc<str>> {
+    match spec {
+        ClusterSpecifier::Cluster(name) => Some(name),
+        ClusterSpecifier::Weighted(clusters) => {
+            let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
+            if total == 0 {
+                return None;
+            }
+            let mut point = crate::random::below(total);
+            for c in clusters {
+                let w = u64::from(c.weight);
+                if point < w {
+                    return Some(&c.name);
+                }
+                point -= w;
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use xds_client::model::WeightedCluster;
+
+    use super::*;
+
+    #[test]
+    fn weighted_choice_follows_weights_and_skips_zero() {
+        let spec = ClusterSpecifier::Weighted(vec![
+            WeightedCluster {
+                name: "never".into(),
+                weight: 0,
+            },
+            WeightedCluster {
+                name: "a".into(),
+                weight: 1,
+            },
+            WeightedCluster {
+                name: "b".into(),
+                weight: 3,
+            },
+        ]);
+        let mut a = 0;
+        for _ in 0..4000 {
+            match pick_cluster(&spec).map(|n| &**n) {
+                Some("a") => a += 1,
+                Some("b") => {}
+                other => panic!("picked {other:?}"),
+            }
+        }
+        // expected 1000, standard deviation ~27
+        assert!((800..=1200).contains(&a), "a picked {a} of 4000 times");
+        let zero = ClusterSpecifier::Weighted(vec![WeightedCluster {
+            name: "z".into(),
+            weight: 0,
+        }]);
+        assert_eq!(pick_cluster(&zero), None);
+    }
+}

@@ -1,0 +1,159 @@
+//! Checks a snapshot must pass before the data path runs it.
+//!
+//! The decoder validates what Envoy validates about each resource; these are the checks the
+//! data path relies on across resources.
+
+use std::collections::HashSet;
+
+use xds_client::model::{DiscoveryType, LbPolicy, NetworkFilter, Snapshot};
+
+use crate::error::Error;
+use crate::original_dst::canonical;
+
+pub(crate) fn snapshot(s: &Snapshot) -> Result<(), Error> {
+    let mut names = HashSet::new();
+    let mut addresses = HashSet::new();
+    for l in &s.listeners {
+        let resource = || format!("listener {}", l.name);
+        if !names.insert(&l.name) {
+            return Err(Error::invalid(resource(), "duplicate listener name"));
+        }
+        // Port 0 asks the kernel for any free port, so it never clashes.
+        if l.address.port() != 0 && !addresses.insert(canonical(l.address)) {
+            return Err(Error::invalid(
+                resource(),
+                format!("another listener has address {}", l.address),
+            ));
+        }
+        for chain in l.filter_chains.iter().chain(&l.default_filter_chain) {
+            let terminal = chain
+                .filters
+                .iter()
+                .position(|f| matches!(f, NetworkFilter::TcpProxy(_)));
+            if terminal.is_some_and(|i| i + 1 != chain.filters.len()) {
+                return Err(Error::invalid(
+                    format!("listener {} filter chain {}", l.name, chain.name),
+                    "tcp_proxy is a terminal filter and must be the last one",
+                ));
+            }
+        }
+    }
+    for (name, c) in &s.clusters {
+        let original_dst = c.discovery == DiscoveryType::OriginalDst;
+        let cluster_provided = c.lb_policy == LbPolicy::ClusterProvided;
+        if original_dst != cluster_provided {
+            return Err(Error::invalid(
+                format!("cluster {name}"),
+                format!(
+                    "lb_policy {:?} is not valid with discovery type {:?}: ORIGINAL_DST clusters use CLUSTER_PROVIDED and only they do",
+                    c.lb_policy, c.discovery
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use xds_client::model::{
+        Cluster, ClusterSpecifier, FilterChain, FilterChainMatch, Listener, TcpProxy,
+    };
+
+    use super::*;
+
+    fn listener(name: &str, addr: &str, filters: Vec<NetworkFilter>) -> Arc<Listener> {
+        Arc::new(Listener {
+            name: name.into(),
+            address: addr.parse().unwrap(),
+            bind_to_port: true,
+            use_original_dst: false,
+            transparent: false,
+            listener_filters: Vec::new(),
+            filter_chains: vec![FilterChain {
+                name: "c".into(),
+                filter_chain_match: FilterChainMatch::default(),
+                filters,
+            }],
+            default_filter_chain: None,
+        })
+    }
+
+    fn tcp() -> NetworkFilter {
+        NetworkFilter::TcpProxy(TcpProxy {
+            stat_prefix: "s".into(),
+            cluster: ClusterSpecifier::Cluster("x".into()),
+            idle_timeout: None,
+        })
+    }
+
+    fn cluster(discovery: DiscoveryType, lb_policy: LbPolicy) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.clusters.insert(
+            "x".into(),
+            Arc::new(Cluster {
+                name: "x".into(),
+                discovery,
+                connect_timeout: Duration::from_secs(1),
+                lb_policy,
+                upstream_bind_address: None,
+                endpoints: Vec::new(),
+            }),
+        );
+        s
+    }
+
+    #[test]
+    fn names_and_addresses_must_be_unique_except_port_zero() {
+        let mut s = Snapshot {
+            listeners: vec![
+                listener("a", "127.0.0.1:0", vec![tcp()]),
+                listener("b", "127.0.0.1:0", vec![tcp()]),
+            ],
+            ..Default::default()
+        };
+        assert!(snapshot(&s).is_ok());
+        s.listeners.push(listener("a", "127.0.0.1:1", vec![tcp()]));
+        assert!(
+            snapshot(&s)
+                .unwrap_err()
+                .to_string()
+                .contains("duplicate listener name")
+        );
+        s.listeners.pop();
+        s.listeners.push(listener("c", "127.0.0.1:7", vec![tcp()]));
+        s.listeners.push(listener("d", "127.0.0.1:7", vec![tcp()]));
+        let e = snapshot(&s).unwrap_err().to_string();
+        assert!(e.contains("listener d") && e.contains("127.0.0.1:7"), "{e}");
+    }
+
+    #[test]
+    fn tcp_proxy_must_be_last() {
+        let s = Snapshot {
+            listeners: vec![listener("a", "127.0.0.1:0", vec![tcp(), tcp()])],
+            ..Default::default()
+        };
+        let e = snapshot(&s).unwrap_err().to_string();
+        assert!(e.contains("terminal"), "{e}");
+    }
+
+    #[test]
+    fn cluster_provided_goes_with_original_dst_only() {
+        assert!(
+            snapshot(&cluster(
+                DiscoveryType::OriginalDst,
+                LbPolicy::ClusterProvided
+            ))
+            .is_ok()
+        );
+        assert!(snapshot(&cluster(DiscoveryType::Static, LbPolicy::RoundRobin)).is_ok());
+        let e = snapshot(&cluster(DiscoveryType::Static, LbPolicy::ClusterProvided))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("cluster x:"), "{e}");
+        assert!(snapshot(&cluster(DiscoveryType::OriginalDst, LbPolicy::RoundRobin)).is_err());
+    }
+}
