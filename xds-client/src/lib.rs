@@ -8,5 +8,7 @@ pub mod bootstrap;
 pub mod decode;
 pub mod model;
 mod proto;
+#[cfg(test)]
+mod testing;
 
 pub use decode::{DecodeError, Resource, ResourceKind};

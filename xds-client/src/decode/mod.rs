@@ -20,3 +20,6 @@ pub(crate) use cluster::cluster;
 pub(crate) use error::Ctx;
 pub use error::{DecodeError, Resource, ResourceKind};
 pub(crate) use listener::listener;
+
+#[cfg(test)]
+mod tests;
