@@ -146,3 +146,6 @@ fn proto_error(origin: &str, err: ProtoError) -> BootstrapError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests;

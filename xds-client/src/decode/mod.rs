@@ -17,6 +17,8 @@ mod time;
 
 pub(crate) use address::ip_socket_address;
 pub(crate) use cluster::cluster;
+#[cfg(test)]
+pub(crate) use endpoint::endpoints;
 pub(crate) use error::Ctx;
 pub use error::{DecodeError, Resource, ResourceKind};
 pub(crate) use listener::listener;
