@@ -88,7 +88,7 @@ pub(crate) fn listener(pb: &Listener) -> Result<model::Listener, DecodeError> {
         .check("api_listener", api_listener.is_some())
         .check("access_log", !access_log.is_empty())
         .check("enable_mptcp", *enable_mptcp)
-        .check_msg("tcp_keepalive", tcp_keepalive)
+        .check("tcp_keepalive", tcp_keepalive.is_some())
         .check("internal_listener", listener_specifier.is_some())
         .finish()?;
 
@@ -189,7 +189,7 @@ fn listener_filter(ctx: &Ctx, pb: &ListenerFilter) -> Result<model::ListenerFilt
                 "close_connection_on_client_hello_parsing_errors",
                 close_connection_on_client_hello_parsing_errors,
             )
-            .check_msg("max_client_hello_size", &max_client_hello_size)
+            .check("max_client_hello_size", max_client_hello_size.is_some())
             .finish()?;
         Ok(model::ListenerFilter::TlsInspector)
     } else if ext.is::<HttpInspector>("envoy.filters.listener.http_inspector") {

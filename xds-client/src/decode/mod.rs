@@ -21,6 +21,7 @@ pub(crate) use cluster::cluster;
 pub(crate) use endpoint::endpoints;
 pub(crate) use error::Ctx;
 pub use error::{DecodeError, Resource, ResourceKind};
+pub(crate) use extension::type_name_of;
 pub(crate) use listener::listener;
 
 #[cfg(test)]

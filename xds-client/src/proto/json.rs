@@ -5,25 +5,42 @@ use prost::{Message, Name};
 use prost_reflect::{DeserializeOptions, DynamicMessage, MessageDescriptor, SerializeOptions};
 use serde::Deserializer;
 
+use super::enums::uppercase_enums;
 use super::{ProtoError, message_descriptor};
 
 /// Parses Envoy JSON text into `T`. Unknown fields are errors, as in Envoy's static config.
 pub(crate) fn from_json_str<T: Message + Name + Default>(text: &str) -> Result<T, ProtoError> {
     let desc = message_descriptor(&T::full_name())?;
     let mut de = serde_json::Deserializer::from_str(text);
-    let dynamic = deserialize_tracked(desc, &mut de)?;
-    de.end().map_err(|err| ProtoError::Json {
-        path: ".".to_string(),
-        message: err.to_string(),
-    })?;
-    transcode(&dynamic)
+    let strict = deserialize_tracked(desc.clone(), &mut de).and_then(|dynamic| {
+        de.end().map_err(|err| ProtoError::Json {
+            path: ".".to_string(),
+            message: err.to_string(),
+        })?;
+        Ok(dynamic)
+    });
+    match strict {
+        Ok(dynamic) => transcode(&dynamic),
+        // Parsed straight from the text first, so that errors carry line and column; only a
+        // document that fails is re-read with Envoy's lenient enum names.
+        Err(err) => {
+            let Ok(mut value) = serde_json::from_str::<serde_json::Value>(text) else {
+                return Err(err);
+            };
+            if !uppercase_enums(&mut value, &desc) {
+                return Err(err);
+            }
+            deserialize_tracked(desc, value).map_or(Err(err), |dynamic| transcode(&dynamic))
+        }
+    }
 }
 
 /// Parses an already-parsed JSON document (from YAML, or a `Struct`) into `T`.
 pub(crate) fn from_json_value<T: Message + Name + Default>(
-    value: serde_json::Value,
+    mut value: serde_json::Value,
 ) -> Result<T, ProtoError> {
     let desc = message_descriptor(&T::full_name())?;
+    uppercase_enums(&mut value, &desc);
     transcode(&deserialize_tracked(desc, value)?)
 }
 

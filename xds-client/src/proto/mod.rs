@@ -4,6 +4,7 @@
 //! JSON needs descriptors because every `Any` names its payload by type URL (`@type`). The
 //! descriptor set is compiled by build.rs and decoded once, on first use.
 
+mod enums;
 mod json;
 
 pub(crate) use json::{from_json_str, from_json_value, message_from_struct, to_json};
@@ -50,3 +51,6 @@ pub(crate) fn message_descriptor(full_name: &str) -> Result<MessageDescriptor, P
         .get_message_by_name(full_name)
         .ok_or_else(|| ProtoError::UnknownMessage(full_name.to_string()))
 }
+
+#[cfg(test)]
+mod tests;
