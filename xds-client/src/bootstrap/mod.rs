@@ -17,7 +17,9 @@ use crate::proto::{self, ProtoError};
 /// A bootstrap, decoded.
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
+    /// Its static listeners and clusters, and the admin address.
     pub snapshot: Snapshot,
+    /// What the admin server shows at `/config_dump`.
     pub dump: ConfigDump,
 }
 
@@ -25,13 +27,16 @@ pub struct LoadedConfig {
 /// [`load_str`]).
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
+    /// The file could not be read.
     #[error("reading {}: {source}", path.display())]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// YAML syntax error.
     #[error("{origin}: not a YAML document: {message}")]
     Yaml { origin: String, message: String },
+    /// Envoy's `.pb` / `.pb_text` bootstrap forms.
     #[error("{origin}: {format} form of protobuf is not supported, only JSON and YAML")]
     Format {
         origin: String,

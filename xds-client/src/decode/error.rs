@@ -11,7 +11,9 @@ pub struct Resource {
 pub enum ResourceKind {
     Listener,
     Cluster,
+    /// EDS resources (named after their cluster or EDS service name).
     ClusterLoadAssignment,
+    /// The bootstrap's own fields, `admin` included; the name is empty.
     Bootstrap,
 }
 
