@@ -5,10 +5,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tracing::error;
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Loader;
 use crate::options::Options;
 use crate::proxy::Proxy;
 
@@ -24,6 +23,19 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy until SIGTERM/SIGINT or POST /quitquitquit, then drain and exit.
     Run(RunArgs),
+    /// Install, check or remove the traffic capture rules, with istio-iptables' flags and
+    /// environment variables (iptables, or native nftables with --native-nftables).
+    Capture(iptables::args::CaptureArgs),
+}
+
+impl Command {
+    /// Runs the subcommand to completion.
+    pub fn execute(self) -> ExitCode {
+        match self {
+            Command::Run(args) => run(args),
+            Command::Capture(args) => capture(args),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -44,21 +56,54 @@ pub struct RunArgs {
     pub concurrency: Option<u16>,
 }
 
-/// Runs `vm-proxy run`: logging, configuration from `load`, then the proxy until shutdown.
-pub fn run(args: RunArgs, load: Loader) -> ExitCode {
-    let filter = match &args.log_level {
-        Some(directives) => EnvFilter::new(directives),
+/// Logs go to stderr (stdout carries `capture --dry-run` output), filtered by `directives`,
+/// else by RUST_LOG, else at info.
+fn init_logging(directives: Option<&str>) -> Result<(), ExitCode> {
+    let filter = match directives {
+        Some(d) => EnvFilter::new(d),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    if let Err(e) = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init()
-    {
-        eprintln!("vm-proxy: cannot set up logging: {e}");
-        return ExitCode::FAILURE;
+        .map_err(|e| {
+            eprintln!("vm-proxy: cannot set up logging: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// Runs `vm-proxy capture`: builds the rule set from flags and environment, then applies,
+/// prints, reconciles or removes it.
+fn capture(args: iptables::args::CaptureArgs) -> ExitCode {
+    if let Err(code) = init_logging(None) {
+        return code;
     }
-    let loaded = match load(args.config.as_deref()) {
+    let plan = match args.into_plan() {
+        Ok(p) => p,
+        Err(e) => {
+            error!("capture: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match iptables::execute(&plan) {
+        Ok(outcome) => {
+            info!("capture: {outcome}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("capture: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `vm-proxy run`: logging, configuration, then the proxy until shutdown.
+pub fn run(args: RunArgs) -> ExitCode {
+    if let Err(code) = init_logging(args.log_level.as_deref()) {
+        return code;
+    }
+    let loaded = match crate::config::load(args.config.as_deref()) {
         Ok(l) => l,
         Err(e) => {
             error!("{e}");

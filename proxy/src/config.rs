@@ -1,24 +1,10 @@
 //! Where `vm-proxy run` gets its configuration: a bootstrap file, or the embedded default.
 //!
-//! Decoding belongs to `xds-client` (the proxy never parses protos). `run` therefore takes a
-//! [`Loader`] from the binary instead of calling the decoder itself. Integration, once
-//! `xds_client::bootstrap` is merged, is this function (here) and one line in `main.rs`
-//! (`vm_proxy::cli::run(args, vm_proxy::config::load)`):
-//!
-//! ```text
-//! /// Decodes `path` (or the embedded default when `None`) with the xds-client decoder.
-//! pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
-//!     let loaded = match path {
-//!         Some(p) => xds_client::bootstrap::load_file(p),
-//!         None => xds_client::bootstrap::load_str(DEFAULT_BOOTSTRAP), // or a file written from it
-//!     }
-//!     .map_err(|e| ConfigError::new(path, e))?;
-//!     let dump = loaded.dump;
-//!     Ok(LoadedConfig { snapshot: loaded.snapshot, config_dump: Arc::new(move || dump.to_json()) })
-//! }
-//! ```
+//! Decoding belongs to `xds-client`: the proxy receives only model values and an opaque
+//! config dump, never a proto.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use xds_client::model::Snapshot;
 
@@ -36,8 +22,19 @@ pub struct LoadedConfig {
     pub config_dump: ConfigDumpFn,
 }
 
-/// Turns `--config FILE` (or its absence: [`DEFAULT_BOOTSTRAP`]) into a [`LoadedConfig`].
-pub type Loader = fn(Option<&Path>) -> Result<LoadedConfig, ConfigError>;
+/// Decodes `--config FILE`, or [`DEFAULT_BOOTSTRAP`] without one.
+pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+    let loaded = match path {
+        Some(p) => xds_client::bootstrap::load_file(p),
+        None => xds_client::bootstrap::load_str(DEFAULT_BOOTSTRAP, "embedded default bootstrap"),
+    }
+    .map_err(|e| ConfigError::new(path, e))?;
+    let dump = loaded.dump;
+    Ok(LoadedConfig {
+        snapshot: loaded.snapshot,
+        config_dump: Arc::new(move || dump.to_json()),
+    })
+}
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]

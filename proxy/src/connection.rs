@@ -76,7 +76,6 @@ async fn serve(
         listening,
         &mut destination,
         &mut inspection,
-        options,
     )
     .await
     {
@@ -96,7 +95,6 @@ async fn serve(
             listening,
             &mut destination,
             &mut inspection,
-            options,
         )
         .await
         {
@@ -130,14 +128,14 @@ async fn serve(
 
 /// Runs a listener's filters in their configured order. `use_original_dst` implies the
 /// original_dst filter, as in Envoy. When the filters time out the connection continues with
-/// what was found so far.
+/// what was found so far if the listener says so (Istio sets
+/// `continue_on_listener_filters_timeout`), and is closed otherwise, as in Envoy.
 async fn listener_filters(
     listener: &Listener,
     stream: &TcpStream,
     listening: SocketAddr,
     destination: &mut Destination,
     inspection: &mut Inspection,
-    options: &Options,
 ) -> Result<(), InspectError> {
     let wants_original_dst = listener.use_original_dst
         || listener
@@ -157,11 +155,15 @@ async fn listener_filters(
         }
         Ok::<(), InspectError>(())
     };
-    match tokio::time::timeout(options.listener_filters_timeout, inspect).await {
+    let Some(limit) = listener.listener_filters_timeout else {
+        return inspect.await;
+    };
+    match tokio::time::timeout(limit, inspect).await {
         Ok(r) => r,
-        Err(_) => {
+        Err(_) if listener.continue_on_listener_filters_timeout => {
             trace!(listener = %listener.name, "listener filters timed out; continuing");
             Ok(())
         }
+        Err(_) => Err(InspectError::Timeout),
     }
 }
