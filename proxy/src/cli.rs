@@ -25,7 +25,7 @@ pub enum Command {
     Run(RunArgs),
     /// Install, check or remove the traffic capture rules, with istio-iptables' flags and
     /// environment variables (iptables, or native nftables with --native-nftables).
-    Capture(iptables::args::CaptureArgs),
+    Capture(Box<iptables::args::CaptureArgs>),
 }
 
 impl Command {
@@ -33,7 +33,7 @@ impl Command {
     pub fn execute(self) -> ExitCode {
         match self {
             Command::Run(args) => run(args),
-            Command::Capture(args) => capture(args),
+            Command::Capture(args) => capture(*args),
         }
     }
 }
@@ -146,10 +146,10 @@ mod tests {
     use super::*;
 
     fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
-        let Cli {
-            command: Command::Run(args),
-        } = Cli::try_parse_from(argv)?;
-        Ok(args)
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(args),
+            other => panic!("expected run, got {other:?}"),
+        }
     }
 
     #[test]
@@ -221,5 +221,24 @@ mod tests {
             .to_string();
         assert!(e.contains("--concurrency"), "{e}");
         assert!(run_args(&["vm-proxy", "run", "--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn capture_takes_istio_iptables_flags() {
+        let Command::Capture(a) =
+            Cli::try_parse_from(["vm-proxy", "capture", "-p", "15001", "-b", "*", "--dry-run"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected capture");
+        };
+        let plan = a.into_plan().unwrap();
+        assert_eq!(plan.mode, iptables::plan::Mode::DryRun);
+    }
+
+    #[test]
+    fn capture_rejects_a_bad_flag_by_name() {
+        let e = Cli::try_parse_from(["vm-proxy", "capture", "--no-such-flag"]).unwrap_err();
+        assert!(e.to_string().contains("--no-such-flag"), "{e}");
     }
 }
