@@ -159,12 +159,10 @@ fn sigterm_drains_a_captured_connection() {
     assert_eq!(rest, b":end", "the peer's last word after our FIN");
     let status = c.proxy.wait_timeout(WAIT).unwrap();
     assert!(status.success(), "{status}\n{}", c.proxy.logs());
+    // Probes that connected before the listener closed were accepted and passed through
+    // (the signal and the close race them); they sent nothing.
     let seen = c.peer.wait_for_connections(1, WAIT).unwrap();
-    assert_eq!(
-        seen.len(),
-        1,
-        "only the first connection got through: {seen:?}"
-    );
+    assert!(seen[1..].iter().all(|p| p.received == 0), "{seen:?}");
     assert_eq!(seen[0].received, 12);
 }
 
