@@ -4,6 +4,7 @@
 //! [`bootstrap`] loads Envoy bootstrap files; [`decode`] turns Envoy resources into the model
 //! and is shared with xDS.
 
+pub mod ads;
 pub mod bootstrap;
 pub mod decode;
 pub mod model;

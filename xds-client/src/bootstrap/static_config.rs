@@ -119,7 +119,10 @@ pub(crate) fn snapshot(pb: &Bootstrap) -> Result<Snapshot, Vec<DecodeError>> {
 
 /// Every tcp_proxy target of the listener that no declared cluster answers to. With only
 /// static resources no cluster can appear later, so such a listener could never connect.
-fn unknown_clusters(listener: &model::Listener, declared: &HashSet<&str>) -> Vec<(String, String)> {
+pub(crate) fn unknown_clusters(
+    listener: &model::Listener,
+    declared: &HashSet<&str>,
+) -> Vec<(String, String)> {
     let chains = listener
         .filter_chains
         .iter()
