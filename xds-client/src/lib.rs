@@ -7,7 +7,9 @@
 pub mod ads;
 pub mod bootstrap;
 pub mod decode;
+pub mod json;
 pub mod model;
+pub mod node;
 mod proto;
 #[cfg(test)]
 mod testing;

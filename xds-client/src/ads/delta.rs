@@ -18,13 +18,19 @@ use super::{AdsClient, AdsError, XdsType, error_detail};
 struct Session {
     tx: mpsc::Sender<DeltaDiscoveryRequest>,
     node: Option<Node>,
+    /// Keep sending `node` after the first request.
+    every: bool,
     eds_names: BTreeSet<String>,
     listeners_requested: bool,
 }
 
 impl Session {
     async fn send(&mut self, mut request: DeltaDiscoveryRequest) -> bool {
-        request.node = self.node.take();
+        request.node = if self.every {
+            self.node.clone()
+        } else {
+            self.node.take()
+        };
         self.tx.send(request).await.is_ok()
     }
 }
@@ -38,6 +44,7 @@ impl AdsClient {
         let mut session = Session {
             tx,
             node: Some(self.config.node.clone()),
+            every: !self.config.node_on_first_message_only,
             eds_names: self.cache.eds_names(),
             listeners_requested: false,
         };

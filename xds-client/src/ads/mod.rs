@@ -65,6 +65,8 @@ pub struct AdsConfig {
     pub backoff: Backoff,
     /// Bound on establishing the TCP/HTTP2 connection.
     pub connect_timeout: Duration,
+    /// Send `node` on the first request of a stream only (Istio's setting), not on every one.
+    pub node_on_first_message_only: bool,
 }
 
 impl AdsConfig {
@@ -78,6 +80,7 @@ impl AdsConfig {
             listeners: true,
             backoff: Backoff::default(),
             connect_timeout: Duration::from_secs(5),
+            node_on_first_message_only: true,
         }
     }
 }

@@ -17,6 +17,8 @@ use super::{AdsClient, AdsError, XdsType, error_detail};
 struct Session {
     tx: mpsc::Sender<DiscoveryRequest>,
     node: Option<Node>,
+    /// Keep sending `node` after the first request.
+    every: bool,
     nonces: BTreeMap<XdsType, String>,
     eds_names: BTreeSet<String>,
     listeners_requested: bool,
@@ -24,7 +26,11 @@ struct Session {
 
 impl Session {
     async fn send(&mut self, mut request: DiscoveryRequest) -> bool {
-        request.node = self.node.take();
+        request.node = if self.every {
+            self.node.clone()
+        } else {
+            self.node.take()
+        };
         self.tx.send(request).await.is_ok()
     }
 }
@@ -38,6 +44,7 @@ impl AdsClient {
         let mut session = Session {
             tx,
             node: Some(self.config.node.clone()),
+            every: !self.config.node_on_first_message_only,
             nonces: BTreeMap::new(),
             eds_names: self.cache.eds_names(),
             listeners_requested: false,

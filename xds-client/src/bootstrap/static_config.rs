@@ -185,15 +185,15 @@ fn admin(ctx: &decode::Ctx, pb: &Admin) -> Result<Option<std::net::SocketAddr>, 
         .transpose()
 }
 
-/// The bootstrap's own fields: only `static_resources`, `admin` and `node` are used.
+/// The bootstrap's own fields: only `static_resources`, `dynamic_resources`, `admin` and
+/// `node` are used.
 #[allow(deprecated)] // deprecated fields still arrive in configs and are judged like the rest
 fn check_bootstrap_fields(ctx: &decode::Ctx, pb: &Bootstrap) -> Result<(), DecodeError> {
     let Bootstrap {
-        // Identity sent to an xDS server; a static configuration does not use it.
-        node: _,
+        node: _, // sent to the ADS server (see `dynamic`)
         node_context_params,
-        static_resources: _, // decoded by the caller
-        dynamic_resources,
+        static_resources: _,  // decoded by the caller
+        dynamic_resources: _, // decoded by the caller
         cluster_manager,
         hds_config,
         flags_path,
@@ -234,7 +234,6 @@ fn check_bootstrap_fields(ctx: &decode::Ctx, pb: &Bootstrap) -> Result<(), Decod
     } = pb;
     ctx.unsupported_fields()
         .check("node_context_params", !node_context_params.is_empty())
-        .check("dynamic_resources (xDS)", dynamic_resources.is_some())
         .check_msg("cluster_manager", cluster_manager)
         .check("hds_config", hds_config.is_some())
         .check("flags_path", !flags_path.is_empty())
