@@ -64,7 +64,9 @@ impl Received {
 
     /// The NACK's message, or "".
     pub fn error_message(&self) -> &str {
-        self.error_detail.as_ref().map_or("", |e| e.message.as_str())
+        self.error_detail
+            .as_ref()
+            .map_or("", |e| e.message.as_str())
     }
 }
 

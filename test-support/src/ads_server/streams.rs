@@ -127,7 +127,10 @@ async fn sotw(
                     type_url: type_url.clone(),
                     nonce: nonce.clone(),
                     version_info: version.to_string(),
-                    resources: served.iter().map(|(n, s)| (n.clone(), s.version.clone())).collect(),
+                    resources: served
+                        .iter()
+                        .map(|(n, s)| (n.clone(), s.version.clone()))
+                        .collect(),
                     removed: Vec::new(),
                 });
                 sent.insert(type_url.clone(), version);
@@ -254,7 +257,10 @@ async fn delta(
                     type_url: type_url.clone(),
                     nonce: nonce.clone(),
                     version_info: String::new(),
-                    resources: resources.iter().map(|r| (r.name.clone(), r.version.clone())).collect(),
+                    resources: resources
+                        .iter()
+                        .map(|r| (r.name.clone(), r.version.clone()))
+                        .collect(),
                     removed: removed.clone(),
                 });
                 DeltaDiscoveryResponse {

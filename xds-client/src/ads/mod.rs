@@ -113,11 +113,12 @@ pub enum AdsError {
 /// gRPC code `INTERNAL`, which Envoy puts in a NACK's `error_detail`.
 const NACK_CODE: i32 = 13;
 
-/// The client; [`AdsClient::run`] drives it.
+/// The client: made with [`AdsClient::new`] (so that its status can be watched before it
+/// runs), driven by [`AdsClient::run`].
 pub struct AdsClient {
     config: AdsConfig,
     cache: Cache,
-    apply: ApplyFn,
+    apply: Option<ApplyFn>,
     status: watch::Sender<Arc<AdsStatus>>,
     connected: bool,
     rejected: Vec<String>,
@@ -126,17 +127,13 @@ pub struct AdsClient {
 impl AdsClient {
     /// A client whose snapshots are `base` (the bootstrap's static resources) plus what the
     /// server sends. The receiver follows [`AdsStatus`] after every response.
-    pub fn new(
-        config: AdsConfig,
-        base: Snapshot,
-        apply: ApplyFn,
-    ) -> (AdsClient, watch::Receiver<Arc<AdsStatus>>) {
+    pub fn new(config: AdsConfig, base: Snapshot) -> (AdsClient, watch::Receiver<Arc<AdsStatus>>) {
         let cache = Cache::new(base);
         let (status, receiver) = watch::channel(Arc::new(cache.status(false, Vec::new())));
         let client = AdsClient {
             config,
             cache,
-            apply,
+            apply: None,
             status,
             connected: false,
             rejected: Vec::new(),
@@ -144,8 +141,10 @@ impl AdsClient {
         (client, receiver)
     }
 
-    /// Keeps a stream open for as long as the future is polled, reconnecting with backoff.
-    pub async fn run(mut self) {
+    /// Keeps a stream open for as long as the future is polled, reconnecting with backoff;
+    /// every accepted change goes to `apply`.
+    pub async fn run(mut self, apply: ApplyFn) {
+        self.apply = Some(apply);
         let mut retry = Retry::new(self.config.backoff);
         loop {
             let mut responded = false;
@@ -225,13 +224,13 @@ impl AdsClient {
     async fn handle(&mut self, update: Update) -> Vec<String> {
         let kind = update.kind;
         let (next, changed, mut errors) = self.cache.apply(update);
-        if changed {
-            match (self.apply)(next.snapshot()).await {
+        if changed && let Some(apply) = self.apply.clone() {
+            match apply(next.snapshot()).await {
                 Ok(()) => self.cache = next,
                 Err(reason) => {
                     errors.push(format!("{kind} update could not be applied: {reason}"));
                     // A failed apply may have taken effect in part: put the last good one back.
-                    if let Err(again) = (self.apply)(self.cache.snapshot()).await {
+                    if let Err(again) = apply(self.cache.snapshot()).await {
                         warn!(%again, "re-applying the last good snapshot failed");
                     }
                 }
