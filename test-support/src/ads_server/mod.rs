@@ -7,6 +7,7 @@
 //! connection is dropped at once, without a goodbye.
 
 mod dump;
+pub mod resources;
 mod streams;
 
 pub use dump::config_dump_resources;
