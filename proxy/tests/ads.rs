@@ -200,3 +200,83 @@ async fn a_control_plane_crash_and_restart_loses_no_flowing_traffic() {
         assert_eq!(f.proxy.listener_address("front"), Some(at));
     }
 }
+
+/// A bootstrap with `dynamic_resources` (as `vm-proxy run --config` loads it): the static
+/// ADS cluster stays, the client follows the server it names, and `/config_dump` shows the
+/// dynamic listeners and clusters with their versions.
+#[tokio::test]
+async fn a_bootstrap_with_ads_follows_its_server_and_dumps_dynamic_resources() {
+    let server = AdsServer::start();
+    let up = named_echo("dyn").await;
+    server.set([static_cluster("up", &[up])]);
+    server.set([tcp_listener("front", any_port(), "up")]);
+    let bootstrap = json!({
+        "node": {"id": "sidecar~127.0.0.1~vm.test~test.svc.cluster.local", "cluster": "vm.test"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {"clusters": [{
+            "name": "xds-grpc",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": "xds-grpc", "endpoints": [{"lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {
+                    "address": "127.0.0.1", "port_value": server.address().port()}}}}
+            ]}]},
+        }]},
+    });
+    let path = std::env::temp_dir().join(format!("vm-proxy-ads-{}.json", std::process::id()));
+    std::fs::write(&path, bootstrap.to_string()).unwrap();
+    let loaded = vm_proxy::config::load(Some(&path));
+    let _ = std::fs::remove_file(&path);
+    let loaded = loaded.unwrap();
+    let client = loaded.ads.expect("an ADS client");
+    let dump = loaded.config_dump.clone();
+    let proxy = Proxy::start(loaded.snapshot, move || dump(), common::options())
+        .await
+        .unwrap();
+    let task = vm_proxy::xds::follow(client, &proxy);
+
+    let at = listener_bound(&proxy, "front", true).await.unwrap();
+    assert_eq!(which_upstream(at).await, "dyn");
+    let ack = answer(&server, LISTENER, "front").await;
+    assert!(ack.is_ack(), "{ack:?}");
+    let first = &server.requests()[0];
+    assert_eq!(
+        first.node.as_ref().map(|n| n.id.as_str()),
+        Some("sidecar~127.0.0.1~vm.test~test.svc.cluster.local")
+    );
+
+    let dump = (loaded.config_dump)();
+    let configs = dump["configs"].as_array().unwrap();
+    let of = |suffix: &str| {
+        configs
+            .iter()
+            .find(|c| c["@type"].as_str().is_some_and(|t| t.ends_with(suffix)))
+            .unwrap()
+    };
+    let listeners = &of(".ListenersConfigDump")["dynamic_listeners"];
+    assert_eq!(listeners[0]["name"], "front", "{listeners}");
+    assert_eq!(
+        listeners[0]["active_state"]["version_info"],
+        server.generation().to_string()
+    );
+    assert_eq!(listeners[0]["active_state"]["listener"]["name"], "front");
+    let clusters = of(".ClustersConfigDump");
+    assert_eq!(
+        clusters["dynamic_active_clusters"][0]["cluster"]["name"],
+        "up"
+    );
+    assert_eq!(
+        clusters["static_clusters"][0]["cluster"]["name"],
+        "xds-grpc"
+    );
+    task.abort();
+}
