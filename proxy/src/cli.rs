@@ -115,7 +115,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         worker_threads: args.concurrency.map(usize::from),
         ..Options::default()
     };
-    match Proxy::run(loaded.snapshot, loaded.config_dump, options) {
+    match Proxy::run_following(loaded.snapshot, loaded.config_dump, options, loaded.ads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

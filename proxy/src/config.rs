@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use xds_client::ads::AdsClient;
 use xds_client::model::Snapshot;
 
 use crate::admin::ConfigDumpFn;
@@ -20,6 +21,9 @@ pub const DEFAULT_BOOTSTRAP: &str = include_str!("default-bootstrap.yaml");
 pub struct LoadedConfig {
     pub snapshot: Snapshot,
     pub config_dump: ConfigDumpFn,
+    /// The xDS client to run when the bootstrap has `dynamic_resources`; `/config_dump`
+    /// already follows what it accepts.
+    pub ads: Option<AdsClient>,
 }
 
 /// Decodes `--config FILE`, or [`DEFAULT_BOOTSTRAP`] without one.
@@ -30,9 +34,18 @@ pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     }
     .map_err(|e| ConfigError::new(path, e))?;
     let dump = loaded.dump;
+    let Some(ads) = loaded.ads else {
+        return Ok(LoadedConfig {
+            snapshot: loaded.snapshot,
+            config_dump: Arc::new(move || dump.to_json()),
+            ads: None,
+        });
+    };
+    let (client, status) = AdsClient::new(ads.client_config(), loaded.snapshot.clone());
     Ok(LoadedConfig {
         snapshot: loaded.snapshot,
-        config_dump: Arc::new(move || dump.to_json()),
+        config_dump: Arc::new(move || dump.with_dynamic(&status.borrow())),
+        ads: Some(client),
     })
 }
 

@@ -38,6 +38,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod ads_server;
 pub mod client;
 pub mod clients;
 pub mod error;
@@ -48,6 +49,7 @@ pub mod require;
 pub mod rules;
 pub mod topology;
 
+pub use ads_server::{AdsServer, Received};
 pub use client::{Exchange, read_to_eof, tcp_connect, tcp_exchange, wait_for_tcp};
 pub use error::Error;
 pub use netns::{Netns, run_ok, unique_name};

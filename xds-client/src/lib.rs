@@ -4,9 +4,12 @@
 //! [`bootstrap`] loads Envoy bootstrap files; [`decode`] turns Envoy resources into the model
 //! and is shared with xDS.
 
+pub mod ads;
 pub mod bootstrap;
 pub mod decode;
+pub mod json;
 pub mod model;
+pub mod node;
 mod proto;
 #[cfg(test)]
 mod testing;

@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::google::protobuf::Timestamp;
 use envoy_types::util::pack_any;
 
+use crate::ads::{AdsStatus, DynamicResource, XdsType};
 use crate::proto::{self, ProtoError};
 
 /// What Envoy's admin `/config_dump` shows for the loaded configuration.
@@ -28,6 +29,58 @@ impl ConfigDump {
     /// Envoy's order, each with its `@type`.
     pub fn to_json(&self) -> serde_json::Value {
         self.json.clone()
+    }
+
+    /// This dump with the dynamic resources the ADS client holds: Envoy's
+    /// `dynamic_active_clusters`/`dynamic_warming_clusters` and `dynamic_listeners` (with
+    /// `active_state` or `warming_state`), each with its version and update time.
+    pub fn with_dynamic(&self, status: &AdsStatus) -> serde_json::Value {
+        let mut json = self.json.clone();
+        let Some(configs) = json.get_mut("configs").and_then(|c| c.as_array_mut()) else {
+            return json;
+        };
+        for config in configs {
+            let Some(object) = config.as_object_mut() else {
+                continue;
+            };
+            let type_url = object.get("@type").and_then(|t| t.as_str()).unwrap_or("");
+            if type_url.ends_with(".ClustersConfigDump") {
+                let (warming, active): (Vec<_>, Vec<_>) =
+                    status.clusters.iter().partition(|c| c.warming);
+                let entry = |c: &&DynamicResource| dynamic_entry(c, XdsType::Cluster, "cluster");
+                object.insert("version_info".into(), status.cluster_version.clone().into());
+                object.insert(
+                    "dynamic_active_clusters".into(),
+                    active.iter().map(entry).collect(),
+                );
+                object.insert(
+                    "dynamic_warming_clusters".into(),
+                    warming.iter().map(entry).collect(),
+                );
+            } else if type_url.ends_with(".ListenersConfigDump") {
+                object.insert(
+                    "version_info".into(),
+                    status.listener_version.clone().into(),
+                );
+                let listeners = status
+                    .listeners
+                    .iter()
+                    .map(|l| {
+                        let state = if l.warming {
+                            "warming_state"
+                        } else {
+                            "active_state"
+                        };
+                        serde_json::json!({
+                            "name": l.name,
+                            state: dynamic_entry(l, XdsType::Listener, "listener"),
+                        })
+                    })
+                    .collect();
+                object.insert("dynamic_listeners".into(), listeners);
+            }
+        }
+        json
     }
 
     /// The dump of a static bootstrap: its listeners and clusters all count as static, stamped
@@ -77,6 +130,21 @@ impl ConfigDump {
             json: proto::to_json(&dump)?,
         })
     }
+}
+
+/// One dynamic resource as Envoy dumps it: `{version_info, <field>: {"@type", ...}, last_updated}`.
+fn dynamic_entry(resource: &DynamicResource, kind: XdsType, field: &str) -> serde_json::Value {
+    let mut config = (*resource.config).clone();
+    if let Some(object) = config.as_object_mut() {
+        object.insert("@type".into(), kind.type_url().into());
+    }
+    let last_updated =
+        proto::to_json(&timestamp(resource.last_updated)).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "version_info": resource.version,
+        field: config,
+        "last_updated": last_updated,
+    })
 }
 
 /// Envoy stamps config dumps with millisecond precision.

@@ -1,16 +1,18 @@
 //! Envoy bootstrap files (proto3 JSON or YAML) → a [`Snapshot`] and a config dump.
 
 mod config_dump;
-mod static_config;
+mod dynamic;
+pub(crate) mod static_config;
 
 pub use config_dump::ConfigDump;
+pub use dynamic::AdsBootstrap;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 
-use crate::decode::DecodeError;
+use crate::decode::{Ctx, DecodeError, Resource};
 use crate::model::Snapshot;
 use crate::proto::{self, ProtoError};
 
@@ -21,6 +23,8 @@ pub struct LoadedConfig {
     pub snapshot: Snapshot,
     /// What the admin server shows at `/config_dump`.
     pub dump: ConfigDump,
+    /// The ADS server to follow, when the bootstrap has `dynamic_resources`.
+    pub ads: Option<AdsBootstrap>,
 }
 
 /// Why a bootstrap could not be loaded. `origin` is the file path (or the label given to
@@ -88,6 +92,19 @@ pub fn load_str(text: &str, origin: &str) -> Result<LoadedConfig, BootstrapError
             origin: origin.to_string(),
             errors,
         })?;
+    let ads = match &bootstrap.dynamic_resources {
+        Some(dynamic) => {
+            let resource = Resource::bootstrap();
+            let ctx = Ctx::new(&resource).at("dynamic_resources");
+            dynamic::ads(&ctx, dynamic, bootstrap.node.as_ref(), &snapshot).map_err(|err| {
+                BootstrapError::Resources {
+                    origin: origin.to_string(),
+                    errors: vec![err],
+                }
+            })?
+        }
+        None => None,
+    };
     let dump = ConfigDump::from_static_bootstrap(&bootstrap, SystemTime::now())
         .map_err(|err| proto_error(origin, err))?;
     tracing::info!(
@@ -95,9 +112,14 @@ pub fn load_str(text: &str, origin: &str) -> Result<LoadedConfig, BootstrapError
         listeners = snapshot.listeners.len(),
         clusters = snapshot.clusters.len(),
         admin = ?snapshot.admin,
+        ads = ?ads.as_ref().map(|a| a.server),
         "bootstrap loaded"
     );
-    Ok(LoadedConfig { snapshot, dump })
+    Ok(LoadedConfig {
+        snapshot,
+        dump,
+        ads,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

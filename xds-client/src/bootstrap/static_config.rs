@@ -119,7 +119,10 @@ pub(crate) fn snapshot(pb: &Bootstrap) -> Result<Snapshot, Vec<DecodeError>> {
 
 /// Every tcp_proxy target of the listener that no declared cluster answers to. With only
 /// static resources no cluster can appear later, so such a listener could never connect.
-fn unknown_clusters(listener: &model::Listener, declared: &HashSet<&str>) -> Vec<(String, String)> {
+pub(crate) fn unknown_clusters(
+    listener: &model::Listener,
+    declared: &HashSet<&str>,
+) -> Vec<(String, String)> {
     let chains = listener
         .filter_chains
         .iter()
@@ -182,15 +185,15 @@ fn admin(ctx: &decode::Ctx, pb: &Admin) -> Result<Option<std::net::SocketAddr>, 
         .transpose()
 }
 
-/// The bootstrap's own fields: only `static_resources`, `admin` and `node` are used.
+/// The bootstrap's own fields: only `static_resources`, `dynamic_resources`, `admin` and
+/// `node` are used.
 #[allow(deprecated)] // deprecated fields still arrive in configs and are judged like the rest
 fn check_bootstrap_fields(ctx: &decode::Ctx, pb: &Bootstrap) -> Result<(), DecodeError> {
     let Bootstrap {
-        // Identity sent to an xDS server; a static configuration does not use it.
-        node: _,
+        node: _, // sent to the ADS server (see `dynamic`)
         node_context_params,
-        static_resources: _, // decoded by the caller
-        dynamic_resources,
+        static_resources: _,  // decoded by the caller
+        dynamic_resources: _, // decoded by the caller
         cluster_manager,
         hds_config,
         flags_path,
@@ -231,7 +234,6 @@ fn check_bootstrap_fields(ctx: &decode::Ctx, pb: &Bootstrap) -> Result<(), Decod
     } = pb;
     ctx.unsupported_fields()
         .check("node_context_params", !node_context_params.is_empty())
-        .check("dynamic_resources (xDS)", dynamic_resources.is_some())
         .check_msg("cluster_manager", cluster_manager)
         .check("hds_config", hds_config.is_some())
         .check("flags_path", !flags_path.is_empty())

@@ -32,6 +32,13 @@ impl Resource {
         }
     }
 
+    pub(crate) fn assignment(name: impl Into<String>) -> Self {
+        Self {
+            kind: ResourceKind::ClusterLoadAssignment,
+            name: name.into(),
+        }
+    }
+
     pub(crate) fn bootstrap() -> Self {
         Self {
             kind: ResourceKind::Bootstrap,

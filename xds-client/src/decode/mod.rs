@@ -17,7 +17,6 @@ mod time;
 
 pub(crate) use address::ip_socket_address;
 pub(crate) use cluster::cluster;
-#[cfg(test)]
 pub(crate) use endpoint::endpoints;
 pub(crate) use error::Ctx;
 pub use error::{DecodeError, Resource, ResourceKind};

@@ -71,7 +71,6 @@ fn golden_bootstrap_is_refused_with_reasons() {
     };
     let bootstrap = about(&Resource::bootstrap()).join("\n");
     for part in [
-        "dynamic_resources (xDS)",
         "stats_config",
         "layered_runtime",
         "bootstrap_extensions",

@@ -1,6 +1,7 @@
 //! Bootstrap loading: a hand-written L4 bootstrap, error reporting, Istio's real files.
 
 mod config_dump;
+mod dynamic;
 mod errors;
 mod istio_fixtures;
 mod l4_yaml;
