@@ -70,25 +70,10 @@ async fn serve(
     let mut destination = Destination::local(local);
     let mut inspection = Inspection::default();
     let mut listener = accepted_by;
-    if let Err(e) = listener_filters(
-        &listener,
-        &stream,
-        listening,
-        &mut destination,
-        &mut inspection,
-    )
-    .await
-    {
-        debug!(listener = %listener.name, %peer, "{e}; closing");
-        return;
-    }
-    if listener.use_original_dst
-        && destination.restored
-        && let Some(target) = active.listener_for(destination.addr)
-        && !Arc::ptr_eq(target, &listener)
-    {
-        trace!(from = %listener.name, to = %target.name, destination = %destination.addr, "hand-off");
-        listener = target.clone();
+    // The accepting listener's filters run first; a connection handed off to the listener of
+    // its original destination runs that listener's filters too, once (Envoy hands off once).
+    let mut handed_off = false;
+    loop {
         if let Err(e) = listener_filters(
             &listener,
             &stream,
@@ -100,6 +85,17 @@ async fn serve(
         {
             debug!(listener = %listener.name, %peer, "{e}; closing");
             return;
+        }
+        if handed_off || !listener.use_original_dst || !destination.restored {
+            break;
+        }
+        match active.listener_for(destination.addr) {
+            Some(target) if !Arc::ptr_eq(target, &listener) => {
+                trace!(from = %listener.name, to = %target.name, destination = %destination.addr, "hand-off");
+                listener = target.clone();
+                handed_off = true;
+            }
+            _ => break,
         }
     }
     let detected = &inspection.detected;
