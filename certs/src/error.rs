@@ -33,7 +33,9 @@ pub(crate) fn status_text(status: &tonic::Status) -> String {
 }
 
 /// A peer's (or our own) certificate does not carry an acceptable SPIFFE identity.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// `Debug` prints the message: rustls shows a rejection's reason through `Debug`.
+#[derive(Clone, thiserror::Error)]
 pub enum PeerIdentityError {
     #[error("SPIFFE ID {id:?} {reason}")]
     InvalidSpiffeId { id: String, reason: &'static str },
@@ -50,6 +52,12 @@ pub enum PeerIdentityError {
     BadCertificate(String),
     #[error("peer presented no certificate")]
     NoCertificate,
+}
+
+impl std::fmt::Debug for PeerIdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// A certificate chain, key and trust bundle that do not form a usable workload identity.

@@ -141,6 +141,12 @@ impl Shared {
     }
 
     fn authenticate(&self, request: &Request<IstioCertificateRequest>) -> Result<String, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        self.stats(|s| s.last_authorization = header.clone());
         if let Some(certs) = request
             .extensions()
             .get::<TlsConnectInfo<TcpConnectInfo>>()
@@ -152,12 +158,6 @@ impl Shared {
             self.stats(|s| s.by_client_cert += 1);
             return Ok(id.to_string());
         }
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        self.stats(|s| s.last_authorization = header.clone());
         let token = header.as_deref().and_then(|h| h.strip_prefix("Bearer "));
         match token.and_then(|t| lock(&self.tokens).get(t).cloned()) {
             Some(id) => {

@@ -36,7 +36,10 @@ impl IdentitySource {
                 cfg.spiffe_id.to_string(),
             ))
         } else {
-            Self::Ca(Box::new(CaSource::new(cfg.ca.clone(), cfg.spiffe_id.clone())))
+            Self::Ca(Box::new(CaSource::new(
+                cfg.ca.clone(),
+                cfg.spiffe_id.clone(),
+            )))
         }
     }
 

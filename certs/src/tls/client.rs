@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
+use rustls::client::{Resumption, verify_server_cert_signed_by_trust_anchor};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
@@ -95,6 +95,9 @@ impl ServerCertVerifier for MeshServerVerifier {
 /// accepts servers whose chain verifies against the current bundle and whose SPIFFE ID
 /// `peers` accepts (for an upstream cluster: its `match_subject_alt_names`), offering
 /// `alpn` (e.g. [`crate::alpn::OUTBOUND_H2`]).
+///
+/// Session resumption is off, so every connection verifies the server against the bundle
+/// and identity current at that moment.
 pub fn client_config(
     handle: &IdentityHandle,
     peers: SpiffeMatcher,
@@ -110,5 +113,6 @@ pub fn client_config(
         .with_custom_certificate_verifier(Arc::new(MeshServerVerifier::new(handle.clone(), peers)))
         .with_client_cert_resolver(Arc::new(CurrentCertResolver::new(handle.clone())));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.resumption = Resumption::disabled();
     Ok(config)
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::NoServerSessionStorage;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     CommonState, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
@@ -99,7 +100,14 @@ impl ClientCertVerifier for MeshClientVerifier {
 
 /// A TLS 1.2/1.3 server configuration for mesh mTLS: presents the current certificate,
 /// requires a client certificate from the current trust bundle whose SPIFFE ID `peers`
-/// accepts, and negotiates one of `alpn` (e.g. [`crate::alpn::INBOUND_HTTP`]).
+/// accepts, and negotiates one of `alpn`.
+///
+/// rustls refuses a client whose ALPN offer shares nothing with `alpn`, where Envoy goes on
+/// without ALPN; [`MeshAcceptor`] behaves like Envoy.
+///
+/// Session resumption is off: a resumed session skips certificate verification, and the
+/// bundle and peer identities must be checked against the current roots on every handshake
+/// (a root dropped after a CA rotation must stop working at once).
 pub fn server_config(
     handle: &IdentityHandle,
     peers: SpiffeMatcher,
@@ -114,7 +122,68 @@ pub fn server_config(
         .with_client_cert_verifier(Arc::new(MeshClientVerifier::new(handle.clone(), peers)))
         .with_cert_resolver(Arc::new(CurrentCertResolver::new(handle.clone())));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(config)
+}
+
+/// Accepts mesh mTLS connections choosing ALPN as Envoy does: the first of the server's
+/// protocols the client offers, and no ALPN at all (rather than a refusal) when there is
+/// none in common, so e.g. a client offering `istio-peer-exchange, istio` can reach an HTTP
+/// chain that advertises `h2, http/1.1`.
+#[derive(Debug, Clone)]
+pub struct MeshAcceptor {
+    by_protocol: Vec<(Vec<u8>, Arc<ServerConfig>)>,
+    without_alpn: Arc<ServerConfig>,
+}
+
+impl MeshAcceptor {
+    /// An acceptor presenting `handle`'s certificate, accepting clients `peers` allows,
+    /// preferring `alpn` in order (e.g. [`crate::alpn::INBOUND_HTTP`]).
+    pub fn new(
+        handle: &IdentityHandle,
+        peers: SpiffeMatcher,
+        alpn: &[&[u8]],
+    ) -> Result<Self, TlsError> {
+        let base = server_config(handle, peers, &[])?;
+        let by_protocol = alpn
+            .iter()
+            .map(|p| {
+                let mut config = base.clone();
+                config.alpn_protocols = vec![p.to_vec()];
+                (p.to_vec(), Arc::new(config))
+            })
+            .collect();
+        Ok(Self {
+            by_protocol,
+            without_alpn: Arc::new(base),
+        })
+    }
+
+    /// The configuration to finish a handshake whose ClientHello offered `offered`. Use with
+    /// [`tokio_rustls::LazyConfigAcceptor`] when the ClientHello is needed for other
+    /// decisions too (SNI, filter chains).
+    pub fn config_for<'a>(
+        &self,
+        offered: Option<impl Iterator<Item = &'a [u8]>>,
+    ) -> Arc<ServerConfig> {
+        let offered: Vec<&[u8]> = offered.map(Iterator::collect).unwrap_or_default();
+        self.by_protocol
+            .iter()
+            .find(|(p, _)| offered.contains(&p.as_slice()))
+            .map_or_else(|| self.without_alpn.clone(), |(_, c)| c.clone())
+    }
+
+    /// Runs the whole server handshake on `io`.
+    pub async fn accept<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await?;
+        let config = self.config_for(start.client_hello().alpn());
+        start.into_stream(config).await
+    }
 }
 
 /// The verified peer's SPIFFE ID after a handshake (server or client side).

@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use certs::tls::server::MeshAcceptor;
 use certs::{CertsConfig, IdentityHandle, RotationPolicy, SpiffeId, WorkloadIdentity};
 use test_support::{IssuedCert, TempDir, TestCa};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 pub const TOKEN: &str = "token-for-vm";
 pub const NS: &str = "bar";
@@ -164,10 +165,9 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    pub async fn start(config: rustls::ServerConfig) -> EchoServer {
+    pub async fn start(acceptor: MeshAcceptor) -> EchoServer {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen2 = seen.clone();
         let task = tokio::spawn(async move {
