@@ -215,6 +215,17 @@ impl CertsConfig {
         }
         extra_headers.sort();
 
+        let cluster_id = get("ISTIO_META_CLUSTER_ID").unwrap_or_default().to_owned();
+        if tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(cluster_id.as_str())
+            .is_err()
+        {
+            return Err(invalid(
+                "ISTIO_META_CLUSTER_ID",
+                &cluster_id,
+                "must be printable ASCII (it is sent as the ClusterID header)",
+            ));
+        }
+
         let ttl = match get("SECRET_TTL") {
             Some(v) => parse_go_duration(v)
                 .filter(|d| !d.is_zero())
@@ -282,7 +293,7 @@ impl CertsConfig {
                 prov_cert_dir,
                 output_dir,
                 token_path,
-                cluster_id: get("ISTIO_META_CLUSTER_ID").unwrap_or_default().to_owned(),
+                cluster_id,
                 cert_signer: get("ISTIO_META_CERT_SIGNER").unwrap_or_default().to_owned(),
                 extra_headers,
                 ttl,
@@ -537,6 +548,7 @@ mod tests {
             ("FILE_MOUNTED_CERTS", "maybe"),
             ("WORKLOAD_IDENTITY_SOCKET_FILE", "../x"),
             ("TRUST_DOMAIN", "Bad Domain"),
+            ("ISTIO_META_CLUSTER_ID", "clüster"),
         ] {
             let err = cfg(&[(var, value)]).unwrap_err().to_string();
             assert!(

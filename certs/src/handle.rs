@@ -22,7 +22,7 @@ pub(crate) struct Published {
 
 /// How the identity side is doing, for logs, admin pages and readiness.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
+pub struct IdentityStatus {
     /// Identities published so far.
     pub updates: u64,
     /// Failed attempts so far (CA calls, SDS streams, file reads).
@@ -40,7 +40,7 @@ pub struct IdentityHandle {
 struct Inner {
     current: ArcSwapOption<Published>,
     tx: watch::Sender<Option<Arc<WorkloadIdentity>>>,
-    status: Mutex<Status>,
+    status: Mutex<IdentityStatus>,
 }
 
 impl Default for IdentityHandle {
@@ -66,7 +66,7 @@ impl IdentityHandle {
             inner: Arc::new(Inner {
                 current: ArcSwapOption::empty(),
                 tx,
-                status: Mutex::new(Status::default()),
+                status: Mutex::new(IdentityStatus::default()),
             }),
         }
     }
@@ -137,7 +137,7 @@ impl IdentityHandle {
     }
 
     /// Counters and the last error.
-    pub fn status(&self) -> Status {
+    pub fn status(&self) -> IdentityStatus {
         self.inner
             .status
             .lock()
@@ -154,7 +154,7 @@ impl IdentityHandle {
         });
     }
 
-    fn update_status(&self, f: impl FnOnce(&mut Status)) {
+    fn update_status(&self, f: impl FnOnce(&mut IdentityStatus)) {
         f(&mut self
             .inner
             .status

@@ -50,7 +50,7 @@ use std::sync::{Arc, OnceLock};
 use rustls::crypto::CryptoProvider;
 
 pub use config::{CaConfig, CertsConfig};
-pub use handle::{IdentityHandle, Status};
+pub use handle::{IdentityHandle, IdentityStatus};
 pub use identity::WorkloadIdentity;
 pub use key::{KeyAlgorithm, RsaBits};
 pub use manager::RotationManager;

@@ -209,3 +209,45 @@ async fn renewal_time_is_half_the_lifetime_within_the_jitter() {
     };
     assert_eq!(exact.renew_at(&id), id.not_after() - lifetime / 4);
 }
+
+#[tokio::test]
+async fn certificates_written_to_output_certs_are_found_after_a_restart() {
+    init_tracing();
+    let ca = TestCa::start(TestCaOptions::default()).await;
+    ca.add_token(TOKEN, NS, SA);
+    let vm = VmFiles::new(&ca, Some(TOKEN));
+    let out = vm.dir.join("out");
+    let mut cfg = vm.config(&ca, &[("OUTPUT_CERTS", out.to_str().unwrap())]);
+    cfg.rotation = fast_policy();
+    let source = certs::source::CaSource::new(cfg.ca.clone(), cfg.spiffe_id.clone());
+    assert!(source.persisted().is_none());
+    let issued = {
+        let manager =
+            RotationManager::start(IdentitySource::from_config(&cfg), cfg.rotation.clone())
+                .unwrap();
+        let id = wait_identity(manager.handle(), "a certificate", WAIT, |_| true).await;
+        wait_until("files written", WAIT, || out.join("key.pem").exists()).await;
+        id
+    };
+    // PROV_CERT still holds only the operator's root; the output directory has the rest.
+    assert!(!vm.cert_dir().join("key.pem").exists());
+    let found = source.persisted().expect("found in OUTPUT_CERTS");
+    assert_eq!(found.leaf(), issued.leaf());
+
+    // Someone else's identity in the directory is not taken.
+    let other = ca.issue(
+        &ca.pki().spiffe_id(NS, "someone-else"),
+        Duration::from_secs(600),
+        Default::default(),
+    );
+    other.write_to(&out);
+    assert!(source.persisted().is_none());
+}
+
+#[test]
+fn the_manager_needs_a_runtime() {
+    let cfg = certs::CertsConfig::from_vars(Vec::new()).unwrap();
+    let err = RotationManager::start(IdentitySource::from_config(&cfg), RotationPolicy::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("Tokio runtime"), "{err}");
+}

@@ -38,13 +38,21 @@ pub struct CaSource {
 }
 
 /// A certificate the CA issued, with the PEM text written to `OUTPUT_CERTS`.
-#[derive(Debug)]
 pub struct Issued {
     /// The checked identity.
     pub identity: WorkloadIdentity,
     chain_pem: String,
     key_pem: String,
     roots_pem: String,
+}
+
+impl std::fmt::Debug for Issued {
+    // Never prints the key.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CaSource {
@@ -130,13 +138,22 @@ impl CaSource {
         Ok(issued)
     }
 
-    /// A certificate left in `PROV_CERT` by an earlier run, if it is still valid and is
-    /// this workload's identity: served at once, and presented to the CA so that renewal
-    /// works without a token (which on a VM expires after an hour and does not survive a
-    /// reboot).
+    /// A certificate left by an earlier run, if it is still valid and is this workload's
+    /// identity: served at once, and presented to the CA so that renewal works without a
+    /// token (which on a VM expires after an hour and does not survive a reboot). Looks in
+    /// `OUTPUT_CERTS` (where this process writes) and then `PROV_CERT` (where pilot-agent
+    /// reads its client certificate; on a VM both are `/etc/certs`).
     pub fn persisted(&self) -> Option<WorkloadIdentity> {
-        let paths = CertPaths::in_dir(&self.cfg.prov_cert_dir);
-        let identity = match pem_files::load(&paths) {
+        let mut dirs = Vec::new();
+        dirs.extend(self.cfg.output_dir.as_deref());
+        if !dirs.contains(&self.cfg.prov_cert_dir.as_path()) {
+            dirs.push(&self.cfg.prov_cert_dir);
+        }
+        dirs.into_iter().find_map(|dir| self.persisted_in(dir))
+    }
+
+    fn persisted_in(&self, dir: &std::path::Path) -> Option<WorkloadIdentity> {
+        let identity = match pem_files::load(&CertPaths::in_dir(dir)) {
             Ok(id) => id,
             Err(FileError::Read { path, source }) if source.kind() == io::ErrorKind::NotFound => {
                 tracing::debug!(path = %path.display(), "no certificate from an earlier run");
@@ -151,7 +168,7 @@ impl CaSource {
             tracing::warn!(
                 found = %identity.spiffe_id(),
                 configured = %self.spiffe_id,
-                dir = %self.cfg.prov_cert_dir.display(),
+                dir = %dir.display(),
                 "ignoring the certificate from an earlier run: different identity"
             );
             return None;
@@ -159,8 +176,8 @@ impl CaSource {
         if !identity.is_valid_at(SystemTime::now()) {
             tracing::info!(
                 not_after = ?identity.not_after(),
-                dir = %self.cfg.prov_cert_dir.display(),
-                "certificate from an earlier run is not valid now; asking the CA with the token"
+                dir = %dir.display(),
+                "certificate from an earlier run is not valid now"
             );
             return None;
         }
@@ -306,7 +323,7 @@ impl CaSource {
         if handle.current().is_none()
             && let Some(identity) = self.persisted()
         {
-            tracing::info!(dir = %self.cfg.prov_cert_dir.display(), "serving the certificate from an earlier run");
+            tracing::info!("serving the certificate from an earlier run");
             handle.publish(identity);
         }
         let mut backoff = policy.backoff();
