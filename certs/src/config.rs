@@ -205,20 +205,19 @@ impl CertsConfig {
                     var: k.clone(),
                     reason: format!("{lower:?} is not a valid gRPC metadata name"),
                 })?;
-                tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(v.as_str())
-                    .map_err(|_| ConfigError::Header {
+                if !printable_ascii(v) {
+                    return Err(ConfigError::Header {
                         var: k.clone(),
                         reason: "value is not valid gRPC metadata (printable ASCII)".into(),
-                    })?;
+                    });
+                }
                 extra_headers.push((lower, v.clone()));
             }
         }
         extra_headers.sort();
 
         let cluster_id = get("ISTIO_META_CLUSTER_ID").unwrap_or_default().to_owned();
-        if tonic::metadata::MetadataValue::<tonic::metadata::Ascii>::try_from(cluster_id.as_str())
-            .is_err()
-        {
+        if !printable_ascii(&cluster_id) {
             return Err(invalid(
                 "ISTIO_META_CLUSTER_ID",
                 &cluster_id,
@@ -360,6 +359,11 @@ fn static_name(name: &str) -> &'static str {
         .copied()
         .find(|v| *v == name)
         .unwrap_or("CA_HEADER_*")
+}
+
+/// What gRPC ASCII metadata values may hold (HTTP would also pass bytes >= 0x80).
+fn printable_ascii(v: &str) -> bool {
+    v.bytes().all(|b| (0x20..0x7f).contains(&b))
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -565,6 +569,8 @@ mod tests {
         assert!(err.contains("WORKLOAD_RSA_KEY_SIZE"), "{err}");
         let err = cfg(&[("CA_HEADER_bad name", "v")]).unwrap_err().to_string();
         assert!(err.contains("CA_HEADER_bad name"), "{err}");
+        let err = cfg(&[("CA_HEADER_X", "välue")]).unwrap_err().to_string();
+        assert!(err.contains("CA_HEADER_X"), "{err}");
     }
 
     #[test]

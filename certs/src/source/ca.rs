@@ -1,7 +1,7 @@
 //! The istiod CA client: `istio.v1.auth.IstioCertificateService/CreateCertificate` over
 //! TLS to `CA_ADDR`, and the renewal loop around it.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -90,14 +90,12 @@ impl CaSource {
             csr: csr_pem,
             validity_duration: i64::try_from(self.cfg.ttl.as_secs().max(1)).unwrap_or(i64::MAX),
             metadata: Some(Struct {
-                fields: BTreeMap::from([(
+                fields: HashMap::from([(
                     "CertSigner".to_owned(),
                     Value {
                         kind: Some(Kind::StringValue(self.cfg.cert_signer.clone())),
                     },
-                )])
-                .into_iter()
-                .collect(),
+                )]),
             }),
         });
         self.add_metadata(request.metadata_mut()).await;
