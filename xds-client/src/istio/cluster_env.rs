@@ -159,7 +159,8 @@ impl Parser {
     fn name(&mut self) -> String {
         let mut name = String::new();
         while let Some(c) = self.peek() {
-            let ok = c == '_' || c.is_ascii_alphabetic() || (!name.is_empty() && c.is_ascii_digit());
+            let ok =
+                c == '_' || c.is_ascii_alphabetic() || (!name.is_empty() && c.is_ascii_digit());
             if !ok {
                 break;
             }
@@ -230,11 +231,18 @@ impl Parser {
                         None => return self.fail("a backslash ends the file"),
                     }
                 }
-                '$' => return self.fail("variable expansion ($) is not supported: single-quote the value"),
+                '$' => {
+                    return self
+                        .fail("variable expansion ($) is not supported: single-quote the value");
+                }
                 '`' => return self.fail("command substitution (`) is not supported"),
-                '~' if first => return self.fail("tilde expansion is not supported: quote the value"),
+                '~' if first => {
+                    return self.fail("tilde expansion is not supported: quote the value");
+                }
                 '|' | '&' | '<' | '>' | '(' | ')' => {
-                    return self.fail(format!("{c:?} outside quotes: only plain assignments are read"));
+                    return self.fail(format!(
+                        "{c:?} outside quotes: only plain assignments are read"
+                    ));
                 }
                 _ => {
                     value.push(c);

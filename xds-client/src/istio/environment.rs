@@ -39,9 +39,10 @@ impl VmEnv {
     /// The process environment (variables that are not UTF-8 are left out: nothing Istio
     /// reads can be one).
     pub fn from_process() -> VmEnv {
-        VmEnv::from_vars(std::env::vars_os().filter_map(|(k, v)| {
-            Some((k.into_string().ok()?, v.into_string().ok()?))
-        }))
+        VmEnv::from_vars(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+        )
     }
 
     /// An environment made of `vars`.

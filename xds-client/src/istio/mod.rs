@@ -51,11 +51,15 @@ pub enum IstioError {
         origin: Origin,
         message: String,
     },
-    #[error("ISTIO_SVC_IP is not set and this machine has no address other than loopback or link-local")]
+    #[error(
+        "ISTIO_SVC_IP is not set and this machine has no address other than loopback or link-local"
+    )]
     NoAddress,
     #[error(transparent)]
     Host(#[from] HostError),
-    #[error("TLS to istiod not implemented yet: cannot connect to {discovery_address} (use --xds-plaintext ADDR for a plaintext control plane)")]
+    #[error(
+        "TLS to istiod not implemented yet: cannot connect to {discovery_address} (use --xds-plaintext ADDR for a plaintext control plane)"
+    )]
     TlsNotImplemented { discovery_address: String },
     #[error("rendering the node as JSON: {0}")]
     Node(ProtoError),

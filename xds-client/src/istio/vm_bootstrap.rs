@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use super::IstioError;
 use super::environment::{Origin, VmEnv};
 use super::host::Host;
 use super::mesh::{AuthPolicy, ProxyConfig};
-use super::IstioError;
 use crate::ads::Protocol;
 use crate::bootstrap::{self, LoadedConfig};
 use crate::node::IstioNode;
@@ -139,7 +139,9 @@ impl VmBootstrap {
 
         let root_cert_path = match &paths.root_cert {
             Some(p) => p.clone(),
-            None => Path::new(env.non_empty("PROV_CERT").unwrap_or("/etc/certs")).join("root-cert.pem"),
+            None => {
+                Path::new(env.non_empty("PROV_CERT").unwrap_or("/etc/certs")).join("root-cert.pem")
+            }
         };
         if !paths.token.exists() {
             // pilot-agent only warns: the CA may accept a client certificate instead.
@@ -183,7 +185,8 @@ impl VmBootstrap {
             Protocol::Delta => "DELTA_GRPC",
             Protocol::StateOfTheWorld => "GRPC",
         };
-        let config_source = json!({"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"});
+        let config_source =
+            json!({"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"});
         Ok(json!({
             "node": node,
             "admin": {"address": {"socket_address": {
@@ -221,7 +224,8 @@ impl VmBootstrap {
             });
         };
         let text = self.envoy_bootstrap(xds)?.to_string();
-        bootstrap::load_str(&text, "generated Istio VM bootstrap.json").map_err(IstioError::Generated)
+        bootstrap::load_str(&text, "generated Istio VM bootstrap.json")
+            .map_err(IstioError::Generated)
     }
 }
 
@@ -234,13 +238,22 @@ struct StartScript {
 impl StartScript {
     /// Derives the script's variables and puts the ones it exports into `env`.
     fn run(env: &mut VmEnv, host: &Host) -> Result<StartScript, IstioError> {
-        let namespace = env.non_empty("ISTIO_NAMESPACE").unwrap_or("default").to_string();
-        let service = env.non_empty("ISTIO_SERVICE").unwrap_or("rawvm").to_string();
+        let namespace = env
+            .non_empty("ISTIO_NAMESPACE")
+            .unwrap_or("default")
+            .to_string();
+        let service = env
+            .non_empty("ISTIO_SERVICE")
+            .unwrap_or("rawvm")
+            .to_string();
         let system_ns = env
             .non_empty("ISTIO_SYSTEM_NAMESPACE")
             .unwrap_or("istio-system")
             .to_string();
-        let auth = env.non_empty("ISTIO_CP_AUTH").unwrap_or("MUTUAL_TLS").to_string();
+        let auth = env
+            .non_empty("ISTIO_CP_AUTH")
+            .unwrap_or("MUTUAL_TLS")
+            .to_string();
         let instance_ip = match env.non_empty("ISTIO_SVC_IP") {
             Some(text) => text
                 .parse::<IpAddr>()
@@ -253,7 +266,10 @@ impl StartScript {
         };
         // A custom pilot address is one the operator asked for: pilot-agent otherwise keeps
         // the mesh config's discoveryAddress.
-        let custom = match (env.non_empty("PILOT_ADDRESS"), env.non_empty("ISTIO_PILOT_PORT")) {
+        let custom = match (
+            env.non_empty("PILOT_ADDRESS"),
+            env.non_empty("ISTIO_PILOT_PORT"),
+        ) {
             (Some(address), _) => Some(address.to_string()),
             (None, Some(port)) => Some(format!("istiod.{system_ns}.svc:{port}")),
             (None, None) => None,
@@ -340,7 +356,12 @@ fn node(
             other_ips.push(*ip);
         }
     }
-    let service_cluster = service_cluster(&settings.service_cluster, &labels, &workload_name, &namespace);
+    let service_cluster = service_cluster(
+        &settings.service_cluster,
+        &labels,
+        &workload_name,
+        &namespace,
+    );
     let version = match extra.get("ISTIO_VERSION") {
         Some(v) if !v.is_empty() => v.clone(),
         _ => EMULATED_ISTIO_VERSION.to_string(),
@@ -396,7 +417,11 @@ fn env_bool(env: &VmEnv, name: &str) -> Result<Option<bool>, IstioError> {
         None => Ok(None),
         Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(Some(true)),
         Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(Some(false)),
-        Some(_) => Err(bad_variable(env, name, "not a boolean (true or false)".into())),
+        Some(_) => Err(bad_variable(
+            env,
+            name,
+            "not a boolean (true or false)".into(),
+        )),
     }
 }
 
@@ -408,4 +433,3 @@ fn bad_variable(env: &VmEnv, name: &str, message: String) -> IstioError {
         message,
     }
 }
-

@@ -19,12 +19,18 @@ const CASES: &[(&str, &str)] = &[
     ("  export   V=spaced  ", "spaced"),
     ("V='a'b\"c\"", "abc"),
     ("V=a\\ b", "a b"),
-    ("V=\"esc \\\" \\\\ \\$ \\` kept \\n\"", "esc \" \\ $ ` kept \\n"),
+    (
+        "V=\"esc \\\" \\\\ \\$ \\` kept \\n\"",
+        "esc \" \\ $ ` kept \\n",
+    ),
     ("V='no $expansion `here` \\n'", "no $expansion `here` \\n"),
     ("V=a#b", "a#b"),
     ("V=value # comment", "value"),
     ("V=first; V=second", "second"),
-    ("V='{\"app\":\"cart\",\"v\":\"1\"}'", "{\"app\":\"cart\",\"v\":\"1\"}"),
+    (
+        "V='{\"app\":\"cart\",\"v\":\"1\"}'",
+        "{\"app\":\"cart\",\"v\":\"1\"}",
+    ),
     ("V='*'", "*"),
     ("V=*", "*"),
     ("V='line one\nline two'", "line one\nline two"),
@@ -57,7 +63,11 @@ fn every_syntax_case_reads_as_bash_sources_it() {
     for (i, (line, expected)) in CASES.iter().enumerate() {
         let text = format!("# case {i}\n\n{line}\n");
         let file = dir.write(&format!("case{i}.env"), &text);
-        assert_eq!(bash_value(&file), *expected, "bash disagrees with the table: {line}");
+        assert_eq!(
+            bash_value(&file),
+            *expected,
+            "bash disagrees with the table: {line}"
+        );
         assert_eq!(
             parsed(&text).get("V").map(String::as_str),
             Some(*expected),
@@ -76,7 +86,12 @@ fn later_assignments_win_and_lines_are_counted() {
         .collect();
     assert_eq!(
         summary,
-        [("A", "1", 2), ("B", "2", 4), ("C", "3", 4), ("A", "again", 5)]
+        [
+            ("A", "1", 2),
+            ("B", "2", 4),
+            ("C", "3", 4),
+            ("A", "again", 5)
+        ]
     );
     let map = parsed(text);
     assert_eq!(map["A"], "again");
@@ -150,13 +165,21 @@ fn what_bash_would_run_or_expand_is_refused_with_its_line() {
     for (text, line, part) in cases {
         let (at, message) = error(text);
         assert_eq!(at, *line, "{text:?}: {message}");
-        assert!(message.contains(part), "{text:?}: {message:?} lacks {part:?}");
+        assert!(
+            message.contains(part),
+            "{text:?}: {message:?} lacks {part:?}"
+        );
     }
 }
 
 #[test]
 fn an_unreadable_file_is_named() {
     let missing = Path::new("/nonexistent/vm-proxy/cluster.env");
-    let e = crate::istio::cluster_env::read(missing).unwrap_err().to_string();
-    assert!(e.starts_with("reading /nonexistent/vm-proxy/cluster.env: "), "{e}");
+    let e = crate::istio::cluster_env::read(missing)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("reading /nonexistent/vm-proxy/cluster.env: "),
+        "{e}"
+    );
 }

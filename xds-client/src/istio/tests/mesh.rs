@@ -25,8 +25,14 @@ fn the_istioctl_mesh_file_over_istio_defaults() {
     assert_eq!(s.proxy_metadata.len(), 13);
     let j = config.to_json();
     assert_eq!(j["meshId"], "mesh-1");
-    assert_eq!(j["readinessProbe"], json!({"httpGet": {"port": 8080}, "periodSeconds": 5}));
-    assert_eq!(j["tracing"]["zipkin"]["address"], "zipkin.istio-system:9411");
+    assert_eq!(
+        j["readinessProbe"],
+        json!({"httpGet": {"port": 8080}, "periodSeconds": 5})
+    );
+    assert_eq!(
+        j["tracing"]["zipkin"]["address"],
+        "zipkin.istio-system:9411"
+    );
     assert_eq!(j["drainDuration"], "45s");
     assert_eq!(j["configPath"], "./etc/istio/proxy");
     assert_eq!(j["statNameLength"], 189);
@@ -47,8 +53,15 @@ fn proxy_config_overlays_fields_and_merges_proxy_metadata() {
     assert_eq!(s.concurrency, Some(2));
     assert_eq!(s.proxy_metadata["ISTIO_META_NETWORK"], "other-net");
     assert_eq!(s.proxy_metadata["EXTRA"], "x");
-    assert_eq!(s.proxy_metadata["ISTIO_META_CLUSTER_ID"], "cluster-east", "kept from the mesh file");
-    assert_eq!(config.to_json()["meshId"], "mesh-1", "untouched fields stay");
+    assert_eq!(
+        s.proxy_metadata["ISTIO_META_CLUSTER_ID"], "cluster-east",
+        "kept from the mesh file"
+    );
+    assert_eq!(
+        config.to_json()["meshId"],
+        "mesh-1",
+        "untouched fields stay"
+    );
 }
 
 #[test]
@@ -66,9 +79,21 @@ fn an_empty_mesh_file_is_istios_defaults() {
 #[test]
 fn bad_mesh_files_and_overlays_are_named() {
     let cases: &[(&str, Option<&str>, &str)] = &[
-        ("defaultConfig: [\n", None, "/etc/istio/config/mesh: not a YAML document"),
-        ("- a\n", None, "/etc/istio/config/mesh: must be a YAML mapping"),
-        ("defaultConfig: 3\n", None, "/etc/istio/config/mesh: defaultConfig must be a mapping"),
+        (
+            "defaultConfig: [\n",
+            None,
+            "/etc/istio/config/mesh: not a YAML document",
+        ),
+        (
+            "- a\n",
+            None,
+            "/etc/istio/config/mesh: must be a YAML mapping",
+        ),
+        (
+            "defaultConfig: 3\n",
+            None,
+            "/etc/istio/config/mesh: defaultConfig must be a mapping",
+        ),
         (
             "defaultConfig:\n  terminationDrainDuration: soon\n",
             None,
@@ -84,7 +109,11 @@ fn bad_mesh_files_and_overlays_are_named() {
             None,
             "at proxyAdminPort:",
         ),
-        ("", Some("serviceCluster: [\n"), "PROXY_CONFIG: not a YAML document"),
+        (
+            "",
+            Some("serviceCluster: [\n"),
+            "PROXY_CONFIG: not a YAML document",
+        ),
         (
             "",
             Some("statusPort: many\n"),
