@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy until SIGTERM/SIGINT or POST /quitquitquit, then drain and exit.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Install, check or remove the traffic capture rules, with istio-iptables' flags and
     /// environment variables (iptables, or native nftables with --native-nftables).
     Capture(Box<CaptureCommand>),
@@ -58,7 +58,7 @@ impl Command {
     /// Runs the subcommand to completion.
     pub fn execute(self) -> ExitCode {
         match self {
-            Command::Run(args) => run(args),
+            Command::Run(args) => run(*args),
             Command::Capture(command) => capture(*command),
         }
     }
@@ -285,7 +285,7 @@ mod tests {
 
     fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
         match Cli::try_parse_from(argv)?.command {
-            Command::Run(args) => Ok(args),
+            Command::Run(args) => Ok(*args),
             other => panic!("expected run, got {other:?}"),
         }
     }
