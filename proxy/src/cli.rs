@@ -123,7 +123,8 @@ pub struct IstioVmArgs {
     #[arg(long, value_name = "FILE")]
     pub root_cert: Option<PathBuf>,
     /// Speak plaintext xDS to this address instead of TLS to istiod (a local or test control
-    /// plane). TLS to istiod is not implemented yet, so --istio-vm needs it for now.
+    /// plane). TLS to istiod is not implemented yet, so --istio-vm needs it for now unless
+    /// the mesh's controlPlaneAuthPolicy is NONE (plaintext to discoveryAddress).
     #[arg(long, value_name = "ADDR", requires = "istio_vm")]
     pub xds_plaintext: Option<SocketAddr>,
 }

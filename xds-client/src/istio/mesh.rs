@@ -67,8 +67,6 @@ pub struct ProxySettings {
     #[serde(default)]
     pub proxy_metadata: BTreeMap<String, String>,
     pub control_plane_auth_policy: AuthPolicy,
-    /// The status server port (15020): excluded from inbound capture by istioctl.
-    pub status_port: u16,
     /// How long connections may drain after SIGTERM.
     #[serde(deserialize_with = "proto_duration")]
     pub termination_drain_duration: Duration,

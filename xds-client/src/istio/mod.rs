@@ -61,6 +61,8 @@ pub enum IstioError {
         "TLS to istiod not implemented yet: cannot connect to {discovery_address} (use --xds-plaintext ADDR for a plaintext control plane)"
     )]
     TlsNotImplemented { discovery_address: String },
+    #[error("discoveryAddress {address}: cannot resolve: {message}")]
+    Resolve { address: String, message: String },
     #[error("rendering the node as JSON: {0}")]
     Node(ProtoError),
     #[error("the generated bootstrap was refused: {0}")]

@@ -3,7 +3,7 @@
 //! connection.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -215,18 +215,37 @@ impl VmBootstrap {
 
     /// The configuration to run: the static part (admin, `xds-grpc`), its config dump and
     /// the ADS client settings. `plaintext` is an xDS server reached without TLS (tests, a
-    /// local control plane); without it istiod must be reached over TLS on
-    /// `discovery_address`, which is not implemented yet and fails.
+    /// local control plane). Without it, `controlPlaneAuthPolicy: NONE` means plaintext to
+    /// `discovery_address` (resolved once, now, by the system resolver, which reads the
+    /// `/etc/hosts` lines istioctl's `hosts` file adds), as pilot-agent dials insecurely
+    /// then; `MUTUAL_TLS` needs TLS to istiod, which is not implemented yet and fails.
     pub fn load_config(&self, plaintext: Option<SocketAddr>) -> Result<LoadedConfig, IstioError> {
-        let Some(xds) = plaintext else {
-            return Err(IstioError::TlsNotImplemented {
-                discovery_address: self.discovery_address.clone(),
-            });
+        let xds = match (plaintext, self.auth_policy) {
+            (Some(address), _) => address,
+            (None, AuthPolicy::None) => resolve(&self.discovery_address)?,
+            (None, AuthPolicy::MutualTls) => {
+                return Err(IstioError::TlsNotImplemented {
+                    discovery_address: self.discovery_address.clone(),
+                });
+            }
         };
         let text = self.envoy_bootstrap(xds)?.to_string();
         bootstrap::load_str(&text, "generated Istio VM bootstrap.json")
             .map_err(IstioError::Generated)
     }
+}
+
+/// The first address `host:port` resolves to.
+fn resolve(address: &str) -> Result<SocketAddr, IstioError> {
+    let failed = |message: String| IstioError::Resolve {
+        address: address.to_string(),
+        message,
+    };
+    address
+        .to_socket_addrs()
+        .map_err(|e| failed(e.to_string()))?
+        .next()
+        .ok_or_else(|| failed("no addresses".into()))
 }
 
 /// What `istio-start.sh` computes before it starts pilot-agent.

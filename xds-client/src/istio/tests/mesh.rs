@@ -18,7 +18,7 @@ fn the_istioctl_mesh_file_over_istio_defaults() {
     assert_eq!(s.control_plane_auth_policy, AuthPolicy::MutualTls);
     assert_eq!(s.termination_drain_duration, Duration::from_secs(5));
     assert_eq!(s.proxy_admin_port, 15000);
-    assert_eq!(s.status_port, 15020);
+    assert_eq!(config.to_json()["statusPort"], 15020);
     assert_eq!(s.concurrency, None);
     assert_eq!(s.service_cluster, "istio-proxy");
     assert_eq!(s.proxy_metadata["ISTIO_META_NETWORK"], "vm-net");
@@ -116,8 +116,8 @@ fn bad_mesh_files_and_overlays_are_named() {
         ),
         (
             "",
-            Some("statusPort: many\n"),
-            "/etc/istio/config/mesh defaultConfig or PROXY_CONFIG: at statusPort:",
+            Some("proxyAdminPort: many\n"),
+            "/etc/istio/config/mesh defaultConfig or PROXY_CONFIG: at proxyAdminPort:",
         ),
     ];
     for (mesh, overlay, part) in cases {

@@ -437,6 +437,33 @@ fn without_plaintext_xds_tls_is_required_and_refused() {
 }
 
 #[test]
+fn control_plane_auth_none_is_plaintext_to_the_discovery_address() {
+    let plain = |address: &str| {
+        Vm::new()
+            .inherit(
+                "PROXY_CONFIG",
+                &format!("controlPlaneAuthPolicy: NONE\ndiscoveryAddress: {address}\n"),
+            )
+            .ok()
+            .load_config(None)
+    };
+    let ads = plain("127.0.0.1:15010").unwrap().ads.unwrap();
+    assert_eq!(ads.server, "127.0.0.1:15010".parse().unwrap());
+    // Names go through the system resolver (and so /etc/hosts).
+    let ads = plain("localhost:15010").unwrap().ads.unwrap();
+    assert!(
+        ads.server.ip().is_loopback() && ads.server.port() == 15010,
+        "{}",
+        ads.server
+    );
+    let e = plain("istiod-without-port").unwrap_err().to_string();
+    assert!(
+        e.starts_with("discoveryAddress istiod-without-port: cannot resolve: "),
+        "{e}"
+    );
+}
+
+#[test]
 fn the_generated_bootstrap_runs_admin_and_follows_ads() {
     let b = Vm::new().ok();
     let loaded = b
