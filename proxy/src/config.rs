@@ -1,12 +1,15 @@
-//! Where `vm-proxy run` gets its configuration: a bootstrap file, or the embedded default.
+//! Where `vm-proxy run` gets its configuration: a bootstrap file, the embedded default, or
+//! (`--istio-vm`) the files `istioctl x workload entry configure` writes.
 //!
 //! Decoding belongs to `xds-client`: the proxy receives only model values and an opaque
 //! config dump, never a proto.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use xds_client::ads::AdsClient;
+use xds_client::istio::{IstioError, VmBootstrap, VmPaths};
 use xds_client::model::Snapshot;
 
 use crate::admin::ConfigDumpFn;
@@ -33,20 +36,35 @@ pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
         None => xds_client::bootstrap::load_str(DEFAULT_BOOTSTRAP, "embedded default bootstrap"),
     }
     .map_err(|e| ConfigError::new(path, e))?;
+    Ok(from_bootstrap(loaded))
+}
+
+/// Loads an Istio VM's files; `plaintext` is the xDS server to use instead of istiod over
+/// TLS (which is not implemented yet: without it this fails).
+pub fn load_istio_vm(
+    paths: &VmPaths,
+    plaintext: Option<SocketAddr>,
+) -> Result<(LoadedConfig, VmBootstrap), IstioError> {
+    let vm = VmBootstrap::load(paths)?;
+    let loaded = vm.load_config(plaintext)?;
+    Ok((from_bootstrap(loaded), vm))
+}
+
+fn from_bootstrap(loaded: xds_client::bootstrap::LoadedConfig) -> LoadedConfig {
     let dump = loaded.dump;
     let Some(ads) = loaded.ads else {
-        return Ok(LoadedConfig {
+        return LoadedConfig {
             snapshot: loaded.snapshot,
             config_dump: Arc::new(move || dump.to_json()),
             ads: None,
-        });
+        };
     };
     let (client, status) = AdsClient::new(ads.client_config(), loaded.snapshot.clone());
-    Ok(LoadedConfig {
+    LoadedConfig {
         snapshot: loaded.snapshot,
         config_dump: Arc::new(move || dump.with_dynamic(&status.borrow())),
         ads: Some(client),
-    })
+    }
 }
 
 /// A configuration that could not be loaded.

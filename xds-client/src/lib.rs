@@ -7,6 +7,7 @@
 pub mod ads;
 pub mod bootstrap;
 pub mod decode;
+pub mod istio;
 pub mod json;
 pub mod model;
 pub mod node;

@@ -31,6 +31,12 @@ pub struct IstioNode {
     pub labels: BTreeMap<String, String>,
     /// `ISTIO_META_<K>=<v>` settings, taken as metadata key `<K>` (string values).
     pub extra: BTreeMap<String, String>,
+    /// Non-string metadata (`ISTIO_METAJSON_*` merges, `STATIC_LABELS`): above `extra`,
+    /// below the typed keys.
+    pub json_extra: BTreeMap<String, serde_json::Value>,
+    /// The effective ProxyConfig in protojson form, sent as `PROXY_CONFIG` (istioctl
+    /// proxy-status lists only proxies that send it).
+    pub proxy_config: Option<serde_json::Value>,
 }
 
 impl IstioNode {
@@ -50,6 +56,12 @@ impl IstioNode {
         let mut fields: BTreeMap<String, Value> = BTreeMap::new();
         for (k, v) in &self.extra {
             fields.insert(k.clone(), string(v));
+        }
+        for (k, v) in &self.json_extra {
+            fields.insert(k.clone(), from_json(v));
+        }
+        if let Some(config) = &self.proxy_config {
+            fields.insert("PROXY_CONFIG".into(), from_json(config));
         }
         let mut put = |key: &str, value: &str| {
             if !value.is_empty() {
@@ -107,6 +119,24 @@ fn string(s: &str) -> Value {
     Value {
         kind: Some(Kind::StringValue(s.to_string())),
     }
+}
+
+/// A JSON value as a protobuf `Value` (numbers become doubles, as in protojson).
+pub fn from_json(value: &serde_json::Value) -> Value {
+    use serde_json::Value as J;
+    let kind = match value {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(*b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
+        J::String(s) => Kind::StringValue(s.clone()),
+        J::Array(items) => Kind::ListValue(envoy_types::pb::google::protobuf::ListValue {
+            values: items.iter().map(from_json).collect(),
+        }),
+        J::Object(map) => Kind::StructValue(Struct {
+            fields: map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect(),
+        }),
+    };
+    Value { kind: Some(kind) }
 }
 
 fn number(n: f64) -> Value {
