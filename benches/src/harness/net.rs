@@ -5,7 +5,6 @@
 //! and the proxy under test share CPU 1, as in /work/shared/notes/benchmarking.md.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use test_support::{Netns, Node, Process, Topology};
@@ -125,23 +124,6 @@ pub fn wait_listening(ns: &Netns, port: u16, p: &mut Process) -> Result<(), Erro
 /// Writes a file readable by the proxy user.
 pub fn write(path: &Path, text: &str) -> Result<(), Error> {
     std::fs::write(path, text).map_err(Error::io(path))
-}
-
-/// Runs a command to completion, failing with its stderr unless it succeeds.
-pub fn run(c: &mut Command) -> Result<String, Error> {
-    let program = format!("{c:?}");
-    let out = c.output().map_err(|source| Error::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(Error::Failed {
-            program,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One worker, no access log, keep-alive practically unbounded (nginx 1.22 closes after

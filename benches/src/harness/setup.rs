@@ -7,7 +7,6 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::harness::error::Error;
-use crate::harness::net::run;
 use crate::harness::proxies::NGINX_STREAM_MODULE;
 
 /// Programs the harness runs, with the Debian package of each.
@@ -155,7 +154,7 @@ pub fn run_facts(mode: &str, vm_proxy: &Path) -> Value {
             .unwrap_or(0),
         "cpus": std::thread::available_parallelism().map(usize::from).unwrap_or(0),
         "kernel": first_line(&["uname", "-r"]),
-        "loadavg_at_start": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        "loadavg_at_start": loadavg(),
         "pinning": "taskset: load generators (h2load, wrk, iperf3 -c) on CPU 0; proxy, upstream \
                     nginx and iperf3 -s share CPU 1; one worker per proxy",
         "vm_proxy": vm_proxy.display().to_string(),
@@ -170,9 +169,9 @@ pub fn run_facts(mode: &str, vm_proxy: &Path) -> Value {
     })
 }
 
-/// Load average, for the banner and the end of the run.
+/// Load average, for the banner and the JSON.
 pub fn loadavg() -> String {
-    run(&mut Command::new("cat").arg("/proc/loadavg"))
+    std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }
