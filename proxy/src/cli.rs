@@ -26,6 +26,14 @@ pub enum Command {
     /// Install, check or remove the traffic capture rules, with istio-iptables' flags and
     /// environment variables (iptables, or native nftables with --native-nftables).
     Capture(Box<iptables::args::CaptureArgs>),
+    /// Check an Envoy bootstrap or `/config_dump` JSON the way `vm-proxy run` and its xDS
+    /// client would decode it (like `envoy --mode validate`): exit 0 when every resource is
+    /// accepted, 1 when some are rejected, 2 when the file cannot be read.
+    CheckConfig {
+        /// Envoy bootstrap (YAML or JSON) or admin `/config_dump` output.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 impl Command {
@@ -34,6 +42,7 @@ impl Command {
         match self {
             Command::Run(args) => run(args),
             Command::Capture(args) => capture(*args),
+            Command::CheckConfig { file } => crate::check_config::run(&file),
         }
     }
 }
