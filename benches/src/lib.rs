@@ -204,3 +204,50 @@ impl Memory {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn a_mesh_has_distinct_listeners_clusters_and_pods() {
+        let mesh = Mesh::new(300, 10);
+        assert_eq!(mesh.resources().count(), 900);
+        let listeners: HashSet<String> = mesh
+            .listeners
+            .iter()
+            .map(|a| Listener::decode(a.value.as_slice()).unwrap().name)
+            .collect();
+        assert_eq!(listeners.len(), 300);
+        assert!(listeners.contains("10.96.0.1_8080"));
+        let clusters: HashSet<&str> = mesh.services.iter().map(|s| s.cluster.as_str()).collect();
+        assert_eq!(clusters.len(), 300);
+        assert!(clusters.contains("outbound|8080||svc7.ns7.svc.cluster.local"));
+        let mut pods = HashSet::new();
+        for any in &mesh.assignments {
+            let cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap();
+            assert_eq!(cla.endpoints[0].lb_endpoints.len(), 10);
+            pods.extend(
+                cla.endpoints[0]
+                    .lb_endpoints
+                    .iter()
+                    .map(Message::encode_to_vec),
+            );
+        }
+        assert_eq!(pods.len(), 3000);
+        // A new generation moves every pod of a service.
+        assert_ne!(Service::endpoint(5, 0, 0), Service::endpoint(5, 0, 1));
+    }
+
+    #[test]
+    fn memory_is_read_from_the_kernel() {
+        let m = Memory::now().unwrap();
+        assert!(m.rss_kib > 0 && m.peak_kib >= m.rss_kib, "{m:?}");
+    }
+}

@@ -246,6 +246,20 @@ mod tests {
     }
 
     #[test]
+    fn check_config_takes_one_file() {
+        let Command::CheckConfig { file } =
+            Cli::try_parse_from(["vm-proxy", "check-config", "/tmp/dump.json"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected check-config");
+        };
+        assert_eq!(file, std::path::Path::new("/tmp/dump.json"));
+        let e = Cli::try_parse_from(["vm-proxy", "check-config"]).unwrap_err();
+        assert!(e.to_string().contains("<FILE>"), "{e}");
+    }
+
+    #[test]
     fn capture_rejects_a_bad_flag_by_name() {
         let e = Cli::try_parse_from(["vm-proxy", "capture", "--no-such-flag"]).unwrap_err();
         assert!(e.to_string().contains("--no-such-flag"), "{e}");
