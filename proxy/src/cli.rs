@@ -32,6 +32,14 @@ pub enum Command {
     /// Install, check or remove the traffic capture rules, with istio-iptables' flags and
     /// environment variables (iptables, or native nftables with --native-nftables).
     Capture(Box<CaptureCommand>),
+    /// Check an Envoy bootstrap or `/config_dump` JSON the way `vm-proxy run` and its xDS
+    /// client would decode it (like `envoy --mode validate`): exit 0 when every resource is
+    /// accepted, 1 when some are rejected, 2 when the file cannot be read.
+    CheckConfig {
+        /// Envoy bootstrap (YAML or JSON) or admin `/config_dump` output.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// `vm-proxy capture`: istio-iptables' flags, and optionally the env files its variables
@@ -60,6 +68,7 @@ impl Command {
         match self {
             Command::Run(args) => run(*args),
             Command::Capture(command) => capture(*command),
+            Command::CheckConfig { file } => crate::check_config::run(&file),
         }
     }
 }
@@ -471,6 +480,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--cluster-env"), "{e}");
+    }
+
+    #[test]
+    fn check_config_takes_one_file() {
+        let Command::CheckConfig { file } =
+            Cli::try_parse_from(["vm-proxy", "check-config", "/tmp/dump.json"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected check-config");
+        };
+        assert_eq!(file, std::path::Path::new("/tmp/dump.json"));
+        let e = Cli::try_parse_from(["vm-proxy", "check-config"]).unwrap_err();
+        assert!(e.to_string().contains("<FILE>"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod admin;
 pub mod chain;
+mod check_config;
 pub mod cli;
 mod cluster;
 pub mod config;

@@ -2,7 +2,7 @@
 //!
 //! The data path only ever sees [`model`] types: prost messages stay inside this crate.
 //! [`bootstrap`] loads Envoy bootstrap files; [`decode`] turns Envoy resources into the model
-//! and is shared with xDS.
+//! and is shared with xDS; [`validate`] judges a whole bootstrap or config dump with them.
 
 pub mod ads;
 pub mod bootstrap;
@@ -14,5 +14,6 @@ pub mod node;
 mod proto;
 #[cfg(test)]
 mod testing;
+pub mod validate;
 
 pub use decode::{DecodeError, Resource, ResourceKind};

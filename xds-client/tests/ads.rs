@@ -361,8 +361,8 @@ fn reason_for<'a>(message: &'a str, resource: &str) -> Option<&'a str> {
 }
 
 /// istiod's complete 1.18 sidecar dump, served unchanged: every cluster is either taken or
-/// named in the CDS NACK; every listener is named in the LDS NACK (they all carry access
-/// logs, the first thing the decoder refuses), the one Envoy NACKed included.
+/// named in the CDS NACK; every listener is named in the LDS NACK with all its reasons (access
+/// logs and the filters vm-proxy does not implement), the one Envoy NACKed included.
 #[tokio::test]
 async fn istio_full_config_dump_is_judged_resource_by_resource() {
     let resources =
@@ -403,6 +403,7 @@ async fn istio_full_config_dump_is_judged_resource_by_resource() {
             let reason = reason_for(lds, &format!("listener {name:?}"))
                 .unwrap_or_else(|| panic!("{protocol:?}: {name} not in the NACK"));
             assert!(reason.contains("not supported: access_log"), "{reason}");
+            assert!(reason.contains(": network filter \""), "{reason}");
         }
         assert!(lds.contains("listener \"virtualInbound\""));
     }

@@ -2,7 +2,7 @@
 //! of xDS's two protocols (Delta, istiod's default since 1.22, and State of the World).
 //!
 //! Each response is decoded resource by resource with the bootstrap's decoders; the good
-//! resources are taken, each bad one is named in the NACK with its reason and keeps its
+//! resources are taken, each bad one is named in the NACK with all its reasons and keeps its
 //! previous version. Every accepted change becomes a new [`Snapshot`] handed to the caller's
 //! [`ApplyFn`]; if that fails, the change is undone and NACKed. The last good configuration
 //! stays in force across NACKs and disconnects; the stream is re-opened with exponential,

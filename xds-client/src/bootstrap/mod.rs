@@ -1,7 +1,7 @@
 //! Envoy bootstrap files (proto3 JSON or YAML) → a [`Snapshot`] and a config dump.
 
 mod config_dump;
-mod dynamic;
+pub(crate) mod dynamic;
 pub(crate) mod static_config;
 
 pub use config_dump::ConfigDump;

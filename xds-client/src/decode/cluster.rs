@@ -12,12 +12,13 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 use envoy_types::pb::envoy::config::core::v3::{
     ApiVersion, BindConfig, ConfigSource, config_source::ConfigSourceSpecifier,
 };
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use prost::Name;
 
 use super::address::ip_socket;
 use super::endpoint::endpoints;
-use super::error::{Ctx, DecodeError, Resource};
+use super::error::{Ctx, DecodeError, Problems, Resource};
 use super::extension::type_name_of;
 use super::filter_chain::plaintext_transport_socket;
 use super::time::duration_or;
@@ -99,72 +100,156 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
         let http = HttpProtocolOptions::full_name();
         *key != http || type_name_of(&any.type_url) != http
     });
-    ctx.unsupported_fields()
-        .check(
-            "transport_socket_matches",
-            !transport_socket_matches.is_empty(),
-        )
-        .check(
-            "transport_socket_matcher",
-            transport_socket_matcher.is_some(),
-        )
-        .check_msg("stats_matcher", stats_matcher)
-        .check(
-            "per_connection_buffer_high_watermark_timeout",
-            per_connection_buffer_high_watermark_timeout.is_some(),
-        )
-        .check("health_checks", !health_checks.is_empty())
-        .check(
-            "typed_extension_protocol_options (other than HttpProtocolOptions)",
-            other_protocol_options,
-        )
-        .check("dns_jitter", dns_jitter.is_some())
-        .check(
-            "dns_failure_refresh_rate",
-            dns_failure_refresh_rate.is_some(),
-        )
-        .check("dns_resolvers", !dns_resolvers.is_empty())
-        .check("use_tcp_for_dns_lookups", *use_tcp_for_dns_lookups)
-        .check_msg("dns_resolution_config", dns_resolution_config)
-        .check(
-            "typed_dns_resolver_config",
-            typed_dns_resolver_config.is_some(),
-        )
-        .check("wait_for_warm_on_init", wait_for_warm_on_init.is_some())
-        .check("outlier_detection", outlier_detection.is_some())
-        .check("lb_subset_config", lb_subset_config.is_some())
-        .check_msg("common_lb_config", common_lb_config)
-        .check_msg("upstream_connection_options", upstream_connection_options)
-        .check(
-            "close_connections_on_host_health_failure",
-            *close_connections_on_host_health_failure,
-        )
-        .check(
-            "ignore_health_on_host_removal",
-            *ignore_health_on_host_removal,
-        )
-        .check("filters", !filters.is_empty())
-        .check("load_balancing_policy", load_balancing_policy.is_some())
-        .check("lrs_server", lrs_server.is_some())
-        .check(
-            "lrs_report_endpoint_metrics",
-            !lrs_report_endpoint_metrics.is_empty(),
-        )
-        .check("track_timeout_budgets", *track_timeout_budgets)
-        .check("upstream_config", upstream_config.is_some())
-        .check_msg("track_cluster_stats", track_cluster_stats)
-        .check("preconnect_policy", preconnect_policy.is_some())
-        .check(
-            "connection_pool_per_downstream_connection",
-            *connection_pool_per_downstream_connection,
-        )
-        .check("queuing_policies", queuing_policies.is_some())
-        .check("circuit_breakers", circuit_breakers.is_some())
-        .check("lb_config", lb_config_set(lb_config.as_ref()))
-        .finish()?;
-    plaintext_transport_socket(&ctx.at("transport_socket"), transport_socket.as_ref())?;
+    let mut problems = Problems::new(&ctx);
+    problems.take(
+        ctx.unsupported_fields()
+            .check(
+                "transport_socket_matches",
+                !transport_socket_matches.is_empty(),
+            )
+            .check(
+                "transport_socket_matcher",
+                transport_socket_matcher.is_some(),
+            )
+            .check_msg("stats_matcher", stats_matcher)
+            .check(
+                "per_connection_buffer_high_watermark_timeout",
+                per_connection_buffer_high_watermark_timeout.is_some(),
+            )
+            .check("health_checks", !health_checks.is_empty())
+            .check(
+                "typed_extension_protocol_options (other than HttpProtocolOptions)",
+                other_protocol_options,
+            )
+            .check("dns_jitter", dns_jitter.is_some())
+            .check(
+                "dns_failure_refresh_rate",
+                dns_failure_refresh_rate.is_some(),
+            )
+            .check("dns_resolvers", !dns_resolvers.is_empty())
+            .check("use_tcp_for_dns_lookups", *use_tcp_for_dns_lookups)
+            .check_msg("dns_resolution_config", dns_resolution_config)
+            .check(
+                "typed_dns_resolver_config",
+                typed_dns_resolver_config.is_some(),
+            )
+            .check("wait_for_warm_on_init", wait_for_warm_on_init.is_some())
+            .check("outlier_detection", outlier_detection.is_some())
+            .check("lb_subset_config", lb_subset_config.is_some())
+            .check_msg("common_lb_config", common_lb_config)
+            .check_msg("upstream_connection_options", upstream_connection_options)
+            .check(
+                "close_connections_on_host_health_failure",
+                *close_connections_on_host_health_failure,
+            )
+            .check(
+                "ignore_health_on_host_removal",
+                *ignore_health_on_host_removal,
+            )
+            .check("filters", !filters.is_empty())
+            .check("load_balancing_policy", load_balancing_policy.is_some())
+            .check("lrs_server", lrs_server.is_some())
+            .check(
+                "lrs_report_endpoint_metrics",
+                !lrs_report_endpoint_metrics.is_empty(),
+            )
+            .check("track_timeout_budgets", *track_timeout_budgets)
+            .check("upstream_config", upstream_config.is_some())
+            .check_msg("track_cluster_stats", track_cluster_stats)
+            .check("preconnect_policy", preconnect_policy.is_some())
+            .check(
+                "connection_pool_per_downstream_connection",
+                *connection_pool_per_downstream_connection,
+            )
+            .check("queuing_policies", queuing_policies.is_some())
+            .check("circuit_breakers", circuit_breakers.is_some())
+            .check("lb_config", lb_config_set(lb_config.as_ref()))
+            .finish(),
+    );
+    problems.take(plaintext_transport_socket(
+        &ctx.at("transport_socket"),
+        transport_socket.as_ref(),
+    ));
 
-    let discovery = match cluster_discovery_type {
+    let discovery = problems.take(discovery_of(&ctx, cluster_discovery_type.as_ref()));
+    let lb_policy = discovery.and_then(|d| problems.take(lb_policy_of(&ctx, *lb_policy, d)));
+
+    let connect_timeout = problems.take(
+        duration_or(
+            &ctx,
+            "connect_timeout",
+            connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+        )
+        .and_then(|t| match t.is_zero() {
+            true => Err(ctx.invalid("connect_timeout", "must be above 0")),
+            false => Ok(t),
+        }),
+    );
+    let dns_refresh_rate = problems.take(
+        duration_or(
+            &ctx,
+            "dns_refresh_rate",
+            dns_refresh_rate.as_ref(),
+            DEFAULT_DNS_REFRESH_RATE,
+        )
+        .and_then(|rate| match rate <= Duration::from_millis(1) {
+            true => Err(ctx.invalid("dns_refresh_rate", "must be above 1ms")),
+            false => Ok(rate),
+        }),
+    );
+    let dns_lookup_family = problems.take(lookup_family(&ctx, *dns_lookup_family));
+
+    let upstream_bind_address = problems
+        .take(
+            upstream_bind_config
+                .as_ref()
+                .map(|b| bind_config(&ctx.at("upstream_bind_config"), b))
+                .transpose(),
+        )
+        .flatten()
+        .flatten();
+
+    let eds_service_name = discovery.and_then(|discovery| match discovery {
+        model::DiscoveryType::Eds => problems
+            .take(eds_service(
+                &ctx.at("eds_cluster_config"),
+                name,
+                eds_cluster_config.as_ref(),
+            ))
+            .map(Some),
+        _ => Some(None),
+    });
+    let endpoints = discovery.and_then(|discovery| {
+        problems.take(load_assignment_endpoints(
+            &ctx,
+            discovery,
+            load_assignment.as_ref(),
+        ))
+    });
+
+    let cluster = (|| {
+        Some(model::Cluster {
+            name: Arc::from(name.as_str()),
+            discovery: discovery?,
+            connect_timeout: connect_timeout?,
+            lb_policy: lb_policy?,
+            upstream_bind_address,
+            endpoints: endpoints?,
+            eds_service_name: eds_service_name?,
+            dns_lookup_family: dns_lookup_family?,
+            dns_refresh_rate: dns_refresh_rate?,
+            respect_dns_ttl: *respect_dns_ttl,
+        })
+    })();
+    problems.finish(cluster)
+}
+
+fn discovery_of(
+    ctx: &Ctx,
+    pb: Option<&ClusterDiscoveryType>,
+) -> Result<model::DiscoveryType, DecodeError> {
+    let discovery = match pb {
         None => DiscoveryType::Static,
         Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(*t)
             .map_err(|_| ctx.invalid("type", format!("unknown discovery type {t}")))?,
@@ -172,102 +257,60 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             return Err(ctx.unsupported(format!("cluster_type {:?}", custom.name)));
         }
     };
-    let discovery = match discovery {
+    Ok(match discovery {
         DiscoveryType::Static => model::DiscoveryType::Static,
         DiscoveryType::StrictDns => model::DiscoveryType::StrictDns,
         DiscoveryType::LogicalDns => model::DiscoveryType::LogicalDns,
         DiscoveryType::Eds => model::DiscoveryType::Eds,
         DiscoveryType::OriginalDst => model::DiscoveryType::OriginalDst,
-    };
-    let lb_policy = lb_policy_of(&ctx, *lb_policy, discovery)?;
+    })
+}
 
-    let connect_timeout = duration_or(
-        &ctx,
-        "connect_timeout",
-        connect_timeout.as_ref(),
-        DEFAULT_CONNECT_TIMEOUT,
-    )?;
-    if connect_timeout.is_zero() {
-        return Err(ctx.invalid("connect_timeout", "must be above 0"));
+fn lookup_family(ctx: &Ctx, family: i32) -> Result<model::DnsLookupFamily, DecodeError> {
+    match DnsLookupFamily::try_from(family) {
+        Ok(DnsLookupFamily::Auto) => Ok(model::DnsLookupFamily::Auto),
+        Ok(DnsLookupFamily::V4Only) => Ok(model::DnsLookupFamily::V4Only),
+        Ok(DnsLookupFamily::V6Only) => Ok(model::DnsLookupFamily::V6Only),
+        Ok(DnsLookupFamily::V4Preferred) => Ok(model::DnsLookupFamily::V4Preferred),
+        Ok(DnsLookupFamily::All) => Ok(model::DnsLookupFamily::All),
+        Err(_) => Err(ctx.invalid(
+            "dns_lookup_family",
+            format!("unknown lookup family {family}"),
+        )),
     }
-    let dns_refresh_rate = duration_or(
-        &ctx,
-        "dns_refresh_rate",
-        dns_refresh_rate.as_ref(),
-        DEFAULT_DNS_REFRESH_RATE,
-    )?;
-    if dns_refresh_rate <= Duration::from_millis(1) {
-        return Err(ctx.invalid("dns_refresh_rate", "must be above 1ms"));
-    }
-    let dns_lookup_family = match DnsLookupFamily::try_from(*dns_lookup_family) {
-        Ok(DnsLookupFamily::Auto) => model::DnsLookupFamily::Auto,
-        Ok(DnsLookupFamily::V4Only) => model::DnsLookupFamily::V4Only,
-        Ok(DnsLookupFamily::V6Only) => model::DnsLookupFamily::V6Only,
-        Ok(DnsLookupFamily::V4Preferred) => model::DnsLookupFamily::V4Preferred,
-        Ok(DnsLookupFamily::All) => model::DnsLookupFamily::All,
-        Err(_) => {
-            return Err(ctx.invalid(
-                "dns_lookup_family",
-                format!("unknown lookup family {dns_lookup_family}"),
-            ));
-        }
-    };
+}
 
-    let upstream_bind_address = upstream_bind_config
-        .as_ref()
-        .map(|b| bind_config(&ctx.at("upstream_bind_config"), b))
-        .transpose()?
-        .flatten();
-
-    let eds_service_name = match discovery {
-        model::DiscoveryType::Eds => Some(eds_service(
-            &ctx.at("eds_cluster_config"),
-            name,
-            eds_cluster_config.as_ref(),
-        )?),
-        _ => None,
-    };
-
-    let endpoints = match (discovery, load_assignment) {
-        (_, None) => Vec::new(),
-        (model::DiscoveryType::OriginalDst, Some(_)) => {
-            return Err(ctx.invalid(
-                "load_assignment",
-                "ORIGINAL_DST clusters must have no load assignment configured",
-            ));
-        }
+/// The endpoints of an inline `load_assignment`, judged against the cluster's discovery type.
+fn load_assignment_endpoints(
+    ctx: &Ctx,
+    discovery: model::DiscoveryType,
+    load_assignment: Option<&ClusterLoadAssignment>,
+) -> Result<Vec<model::Endpoint>, DecodeError> {
+    match (discovery, load_assignment) {
+        (_, None) => Ok(Vec::new()),
+        (model::DiscoveryType::OriginalDst, Some(_)) => Err(ctx.invalid(
+            "load_assignment",
+            "ORIGINAL_DST clusters must have no load assignment configured",
+        )),
         (model::DiscoveryType::Eds, Some(_)) => {
-            return Err(ctx.unsupported("load_assignment on an EDS cluster"));
+            Err(ctx.unsupported("load_assignment on an EDS cluster"))
         }
         (model::DiscoveryType::LogicalDns, Some(la))
             if la.endpoints.len() != 1 || la.endpoints[0].lb_endpoints.len() != 1 =>
         {
-            return Err(ctx.invalid(
+            Err(ctx.invalid(
                 "load_assignment",
                 "LOGICAL_DNS clusters must have a single locality_lb_endpoint and a single lb_endpoint",
-            ));
+            ))
         }
         (discovery, Some(la)) => {
             let dns_names = matches!(
                 discovery,
                 model::DiscoveryType::StrictDns | model::DiscoveryType::LogicalDns
             );
-            endpoints(&ctx.at("load_assignment"), la, dns_names)?
+            endpoints(&ctx.at("load_assignment"), la, dns_names)
         }
-    };
-
-    Ok(model::Cluster {
-        name: Arc::from(name.as_str()),
-        discovery,
-        connect_timeout,
-        lb_policy,
-        upstream_bind_address,
-        endpoints,
-        eds_service_name,
-        dns_lookup_family,
-        dns_refresh_rate,
-        respect_dns_ttl: *respect_dns_ttl,
-    })
+    }
 }
 
 /// Whether an `lb_config` carries any setting (an all-defaults one configures nothing).

@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 
 use super::address::endpoint_address;
-use super::error::{Ctx, DecodeError};
+use super::error::{Ctx, DecodeError, Problems};
 use crate::model;
 
 /// The endpoints of a load assignment, in order. `dns_names` allows host names instead of IPs
@@ -23,14 +23,17 @@ pub(crate) fn endpoints(
         named_endpoints,
         policy,
     } = pb;
+    let mut problems = Problems::new(ctx);
     if cluster_name.is_empty() {
-        return Err(ctx.invalid("cluster_name", "must not be empty"));
+        problems.push(ctx.invalid("cluster_name", "must not be empty"));
     }
-    ctx.unsupported_fields()
-        .check("named_endpoints", !named_endpoints.is_empty())
-        .finish()?;
+    problems.take(
+        ctx.unsupported_fields()
+            .check("named_endpoints", !named_endpoints.is_empty())
+            .finish(),
+    );
     if let Some(policy) = policy {
-        check_policy(&ctx.at("policy"), policy)?;
+        problems.take(check_policy(&ctx.at("policy"), policy));
     }
     let mut out = Vec::new();
     for (i, locality) in endpoints.iter().enumerate() {
@@ -44,24 +47,27 @@ pub(crate) fn endpoints(
             proximity: _, // not implemented by Envoy either
             lb_config,
         } = locality;
-        ctx.unsupported_fields()
-            .check("priority (other than 0)", *priority != 0)
-            .check("lb_config", lb_config.is_some())
-            .finish()?;
+        problems.take(
+            ctx.unsupported_fields()
+                .check("priority (other than 0)", *priority != 0)
+                .check("lb_config", lb_config.is_some())
+                .finish(),
+        );
         // Locality weights only apply with locality-weighted balancing (common_lb_config,
         // rejected), but Envoy still validates them.
         if load_balancing_weight.is_some_and(|w| w.value == 0) {
-            return Err(ctx.invalid("load_balancing_weight", "must be at least 1"));
+            problems.push(ctx.invalid("load_balancing_weight", "must be at least 1"));
         }
-        for (j, lb_endpoint) in lb_endpoints.iter().enumerate() {
-            out.push(endpoint(
-                &ctx.at_index("lb_endpoints", j),
-                lb_endpoint,
-                dns_names,
-            )?);
-        }
+        out.extend(
+            problems.take_all(
+                lb_endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(j, e)| endpoint(&ctx.at_index("lb_endpoints", j), e, dns_names)),
+            ),
+        );
     }
-    Ok(out)
+    problems.finish(Some(out))
 }
 
 fn check_policy(ctx: &Ctx, pb: &Policy) -> Result<(), DecodeError> {

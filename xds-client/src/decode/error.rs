@@ -66,32 +66,110 @@ impl fmt::Display for Resource {
 pub enum DecodeError {
     /// Valid Envoy configuration that vm-proxy does not implement. Rejected rather than ignored,
     /// as Envoy rejects an extension it does not know.
-    #[error("{resource}: not supported: {what}")]
+    #[error("{resource}: {}", self.reason())]
     Unsupported { resource: Resource, what: String },
     /// Configuration Envoy itself would reject.
-    #[error("{resource}: {field}: {reason}")]
+    #[error("{resource}: {}", self.reason())]
     Invalid {
         resource: Resource,
         field: String,
         reason: String,
     },
     /// Two resources of one kind share a name.
-    #[error("{resource}: name defined more than once")]
+    #[error("{resource}: {}", self.reason())]
     DuplicateName { resource: Resource },
     /// Two listeners would own the same address.
-    #[error("{resource}: address {address} is already used by listener {other:?}")]
+    #[error("{resource}: {}", self.reason())]
     DuplicateAddress {
         resource: Resource,
         address: String,
         other: String,
     },
     /// A reference to a cluster that the configuration does not define.
-    #[error("{resource}: {field}: unknown cluster {cluster:?}")]
+    #[error("{resource}: {}", self.reason())]
     UnknownCluster {
         resource: Resource,
         field: String,
         cluster: String,
     },
+    /// Every distinct problem of one resource, when it has more than one, so that an operator
+    /// (and a NACK's `error_detail`) sees the whole list at once. Never nested, never empty.
+    #[error("{resource}: {}", self.reasons().join("; "))]
+    Several {
+        resource: Resource,
+        errors: Vec<DecodeError>,
+    },
+}
+
+impl DecodeError {
+    /// The resource the error is about.
+    pub fn resource(&self) -> &Resource {
+        match self {
+            DecodeError::Unsupported { resource, .. }
+            | DecodeError::Invalid { resource, .. }
+            | DecodeError::DuplicateName { resource }
+            | DecodeError::DuplicateAddress { resource, .. }
+            | DecodeError::UnknownCluster { resource, .. }
+            | DecodeError::Several { resource, .. } => resource,
+        }
+    }
+
+    /// Why the resource was rejected, one entry per distinct problem, without naming the
+    /// resource.
+    pub fn reasons(&self) -> Vec<String> {
+        match self {
+            DecodeError::Several { errors, .. } => errors.iter().map(Self::reason).collect(),
+            single => vec![single.reason()],
+        }
+    }
+
+    /// The problems this error stands for: itself, or those of [`DecodeError::Several`].
+    pub fn problems(&self) -> &[DecodeError] {
+        match self {
+            DecodeError::Several { errors, .. } => errors,
+            single => std::slice::from_ref(single),
+        }
+    }
+
+    fn reason(&self) -> String {
+        match self {
+            DecodeError::Unsupported { what, .. } => format!("not supported: {what}"),
+            DecodeError::Invalid { field, reason, .. } => format!("{field}: {reason}"),
+            DecodeError::DuplicateName { .. } => "name defined more than once".to_string(),
+            DecodeError::DuplicateAddress { address, other, .. } => {
+                format!("address {address} is already used by listener {other:?}")
+            }
+            DecodeError::UnknownCluster { field, cluster, .. } => {
+                format!("{field}: unknown cluster {cluster:?}")
+            }
+            DecodeError::Several { .. } => self.reasons().join("; "),
+        }
+    }
+
+    /// One error for all of `errors` (about `resource`): `None` for none, the error itself for
+    /// one, [`DecodeError::Several`] for more; nested lists are flattened and repeats dropped.
+    pub fn combine(resource: &Resource, errors: Vec<DecodeError>) -> Option<DecodeError> {
+        let mut flat: Vec<DecodeError> = Vec::new();
+        for error in errors {
+            let parts = match error {
+                DecodeError::Several { errors, .. } => errors,
+                single => vec![single],
+            };
+            for part in parts {
+                if !flat.contains(&part) {
+                    flat.push(part);
+                }
+            }
+        }
+        match flat.len() {
+            0 => None,
+            1 => flat.pop(),
+            _ => Some(DecodeError::Several {
+                resource: resource.clone(),
+                errors: flat,
+            }),
+        }
+    }
 }
 
 /// Where in a resource decoding currently is, so that errors can say so.
@@ -192,5 +270,51 @@ impl UnsupportedFields<'_, '_> {
             return Ok(());
         }
         Err(self.ctx.unsupported(self.fields.join(", ")))
+    }
+}
+
+/// Gathers the problems of one resource as decoding carries on past them, so that a rejection
+/// names all of them rather than the first.
+pub(crate) struct Problems<'a> {
+    ctx: Ctx<'a>,
+    errors: Vec<DecodeError>,
+}
+
+impl<'a> Problems<'a> {
+    pub(crate) fn new(ctx: &Ctx<'a>) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Records a problem.
+    pub(crate) fn push(&mut self, error: DecodeError) {
+        self.errors.push(error);
+    }
+
+    /// The value of `result`, or `None` with its error recorded.
+    pub(crate) fn take<T>(&mut self, result: Result<T, DecodeError>) -> Option<T> {
+        result.map_err(|err| self.push(err)).ok()
+    }
+
+    /// The values of the results that succeeded, in order; every error recorded.
+    pub(crate) fn take_all<T>(
+        &mut self,
+        results: impl IntoIterator<Item = Result<T, DecodeError>>,
+    ) -> Vec<T> {
+        results.into_iter().filter_map(|r| self.take(r)).collect()
+    }
+
+    /// `value` if nothing was recorded, else every recorded problem as one error.
+    ///
+    /// `value` is `None` only when a required part failed, which recorded why; the fallback
+    /// error covers a decoder that forgot to.
+    pub(crate) fn finish<T>(self, value: Option<T>) -> Result<T, DecodeError> {
+        match (DecodeError::combine(self.ctx.resource, self.errors), value) {
+            (Some(err), _) => Err(err),
+            (None, Some(value)) => Ok(value),
+            (None, None) => Err(self.ctx.invalid("", "could not be decoded")),
+        }
     }
 }

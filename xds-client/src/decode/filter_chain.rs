@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBu
 use ipnet::IpNet;
 
 use super::address::{cidr, port};
-use super::error::{Ctx, DecodeError};
+use super::error::{Ctx, DecodeError, Problems};
 use super::extension::Extension;
 use super::tcp_proxy::tcp_proxy;
 use crate::model;
@@ -28,20 +28,31 @@ pub(crate) fn filter_chain(ctx: &Ctx, pb: &FilterChain) -> Result<model::FilterC
         transport_socket_connect_timeout: _, // bounds a handshake; raw_buffer, the only socket accepted, has none
         name,
     } = pb;
-    ctx.unsupported_fields()
-        .check_msg("use_proxy_proto", use_proxy_proto)
-        .finish()?;
-    plaintext_transport_socket(&ctx.at("transport_socket"), transport_socket.as_ref())?;
-    let filter_chain_match = filter_chain_match
-        .as_ref()
-        .map(|m| chain_match(&ctx.at("filter_chain_match"), m))
-        .transpose()?
+    let mut problems = Problems::new(ctx);
+    problems.take(
+        ctx.unsupported_fields()
+            .check_msg("use_proxy_proto", use_proxy_proto)
+            .finish(),
+    );
+    problems.take(plaintext_transport_socket(
+        &ctx.at("transport_socket"),
+        transport_socket.as_ref(),
+    ));
+    let filter_chain_match = problems
+        .take(
+            filter_chain_match
+                .as_ref()
+                .map(|m| chain_match(&ctx.at("filter_chain_match"), m))
+                .transpose(),
+        )
+        .flatten()
         .unwrap_or_default();
-    Ok(model::FilterChain {
+    let filters = problems.take(network_filters(ctx, filters));
+    problems.finish(filters.map(|filters| model::FilterChain {
         name: Arc::from(name.as_str()),
         filter_chain_match,
-        filters: network_filters(ctx, filters)?,
-    })
+        filters,
+    }))
 }
 
 /// Accepts no transport socket or `raw_buffer` (the same thing: plaintext); rejects the rest.
@@ -78,42 +89,55 @@ fn chain_match(ctx: &Ctx, pb: &FilterChainMatch) -> Result<model::FilterChainMat
         transport_protocol,
         application_protocols,
     } = pb;
-    ctx.unsupported_fields()
-        .check("address_suffix", !address_suffix.is_empty())
-        .check("suffix_len", suffix_len.is_some())
-        .check(
-            "direct_source_prefix_ranges",
-            !direct_source_prefix_ranges.is_empty(),
-        )
-        .finish()?;
+    let mut problems = Problems::new(ctx);
+    problems.take(
+        ctx.unsupported_fields()
+            .check("address_suffix", !address_suffix.is_empty())
+            .check("suffix_len", suffix_len.is_some())
+            .check(
+                "direct_source_prefix_ranges",
+                !direct_source_prefix_ranges.is_empty(),
+            )
+            .finish(),
+    );
 
-    let destination_port = destination_port
-        .map(|p| port(ctx, "destination_port", p.value))
-        .transpose()?;
-    let prefix_ranges = cidrs(ctx, "prefix_ranges", prefix_ranges)?;
-    let source_prefix_ranges = cidrs(ctx, "source_prefix_ranges", source_prefix_ranges)?;
-    let source_ports = source_ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| port(ctx, &format!("source_ports[{i}]"), *p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let destination_port = problems
+        .take(
+            destination_port
+                .map(|p| port(ctx, "destination_port", p.value))
+                .transpose(),
+        )
+        .flatten();
+    let prefix_ranges = problems
+        .take(cidrs(ctx, "prefix_ranges", prefix_ranges))
+        .unwrap_or_default();
+    let source_prefix_ranges = problems
+        .take(cidrs(ctx, "source_prefix_ranges", source_prefix_ranges))
+        .unwrap_or_default();
+    let source_ports = problems.take_all(
+        source_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| port(ctx, &format!("source_ports[{i}]"), *p)),
+    );
     let source_type = match ConnectionSourceType::try_from(*source_type) {
         Ok(ConnectionSourceType::Any) => model::SourceType::Any,
         Ok(ConnectionSourceType::SameIpOrLoopback) => model::SourceType::SameIpOrLoopback,
         Ok(ConnectionSourceType::External) => model::SourceType::External,
         Err(_) => {
-            return Err(ctx.invalid("source_type", format!("unknown source type {source_type}")));
+            problems.push(ctx.invalid("source_type", format!("unknown source type {source_type}")));
+            model::SourceType::Any
         }
     };
     for (i, server_name) in server_names.iter().enumerate() {
         if !valid_server_name(server_name) {
-            return Err(ctx.invalid(
+            problems.push(ctx.invalid(
                 &format!("server_names[{i}]"),
                 format!("{server_name:?}: partial wildcards are not supported"),
             ));
         }
     }
-    Ok(model::FilterChainMatch {
+    problems.finish(Some(model::FilterChainMatch {
         destination_port,
         prefix_ranges,
         server_names: arcs(server_names),
@@ -123,7 +147,7 @@ fn chain_match(ctx: &Ctx, pb: &FilterChainMatch) -> Result<model::FilterChainMat
         source_type,
         source_prefix_ranges,
         source_ports,
-    })
+    }))
 }
 
 /// Envoy takes exact names and `*.suffix` wildcards only.
@@ -155,11 +179,14 @@ fn network_filters(
     filters: &[Filter],
 ) -> Result<Vec<model::NetworkFilter>, DecodeError> {
     let last = filters.len().saturating_sub(1);
-    filters
-        .iter()
-        .enumerate()
-        .map(|(i, f)| network_filter(&ctx.at_index("filters", i), f, i == last))
-        .collect()
+    let mut problems = Problems::new(ctx);
+    let decoded = problems.take_all(
+        filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| network_filter(&ctx.at_index("filters", i), f, i == last)),
+    );
+    problems.finish(Some(decoded))
 }
 
 fn network_filter(

@@ -10,7 +10,7 @@ use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::Ori
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 
 use super::address::ip_socket_address;
-use super::error::{Ctx, DecodeError, Resource};
+use super::error::{Ctx, DecodeError, Problems, Resource};
 use super::extension::Extension;
 use super::filter_chain::{check_overlaps, filter_chain};
 use super::time::timeout_or;
@@ -71,66 +71,87 @@ pub(crate) fn listener(pb: &Listener) -> Result<model::Listener, DecodeError> {
     let resource = Resource::listener(&name);
     let ctx = Ctx::new(&resource);
 
-    ctx.unsupported_fields()
-        .check("additional_addresses", !additional_addresses.is_empty())
-        .check_msg("stats_matcher", stats_matcher)
-        .check("fcds_config", fcds_config.is_some())
-        .check("filter_chain_matcher", filter_chain_matcher.is_some())
-        .check_msg(
-            "per_connection_buffer_high_watermark_timeout",
-            per_connection_buffer_high_watermark_timeout,
-        )
-        .check_msg("deprecated_v1", deprecated_v1)
-        .check_msg("freebind", freebind)
-        .check("socket_options", !socket_options.is_empty())
-        .check_msg("tcp_fast_open_queue_length", tcp_fast_open_queue_length)
-        .check("udp_listener_config", udp_listener_config.is_some())
-        .check("api_listener", api_listener.is_some())
-        .check("access_log", !access_log.is_empty())
-        .check("enable_mptcp", *enable_mptcp)
-        .check("tcp_keepalive", tcp_keepalive.is_some())
-        .check("internal_listener", listener_specifier.is_some())
-        .finish()?;
+    let mut problems = Problems::new(&ctx);
+    problems.take(
+        ctx.unsupported_fields()
+            .check("additional_addresses", !additional_addresses.is_empty())
+            .check_msg("stats_matcher", stats_matcher)
+            .check("fcds_config", fcds_config.is_some())
+            .check("filter_chain_matcher", filter_chain_matcher.is_some())
+            .check_msg(
+                "per_connection_buffer_high_watermark_timeout",
+                per_connection_buffer_high_watermark_timeout,
+            )
+            .check_msg("deprecated_v1", deprecated_v1)
+            .check_msg("freebind", freebind)
+            .check("socket_options", !socket_options.is_empty())
+            .check_msg("tcp_fast_open_queue_length", tcp_fast_open_queue_length)
+            .check("udp_listener_config", udp_listener_config.is_some())
+            .check("api_listener", api_listener.is_some())
+            .check("access_log", !access_log.is_empty())
+            .check("enable_mptcp", *enable_mptcp)
+            .check("tcp_keepalive", tcp_keepalive.is_some())
+            .check("internal_listener", listener_specifier.is_some())
+            .finish(),
+    );
 
-    let address = ip_socket_address(&ctx, "address", address.as_ref())?;
+    // An internal listener (rejected above) has no socket address; asking for one would only
+    // repeat that rejection in other words.
+    let address = match listener_specifier {
+        Some(_) => None,
+        None => problems.take(ip_socket_address(&ctx, "address", address.as_ref())),
+    };
 
-    let listener_filters = listener_filters
-        .iter()
-        .enumerate()
-        .map(|(i, f)| listener_filter(&ctx.at_index("listener_filters", i), f))
-        .collect::<Result<Vec<_>, _>>()?;
+    let listener_filters = problems.take_all(
+        listener_filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| listener_filter(&ctx.at_index("listener_filters", i), f)),
+    );
 
     if filter_chains.is_empty() && default_filter_chain.is_none() {
-        return Err(ctx.invalid("filter_chains", "no filter chains specified"));
+        problems.push(ctx.invalid("filter_chains", "no filter chains specified"));
     }
-    let filter_chains = filter_chains
-        .iter()
-        .enumerate()
-        .map(|(i, fc)| filter_chain(&ctx.at_index("filter_chains", i), fc))
-        .collect::<Result<Vec<_>, _>>()?;
-    check_overlaps(&ctx, &filter_chains)?;
-    let default_filter_chain = default_filter_chain
-        .as_ref()
-        .map(|fc| filter_chain(&ctx.at("default_filter_chain"), fc))
-        .transpose()?;
+    let chain_count = filter_chains.len();
+    let filter_chains = problems.take_all(
+        filter_chains
+            .iter()
+            .enumerate()
+            .map(|(i, fc)| filter_chain(&ctx.at_index("filter_chains", i), fc)),
+    );
+    // Overlaps are judged by chain index, which only means something when every chain decoded.
+    if filter_chains.len() == chain_count {
+        problems.take(check_overlaps(&ctx, &filter_chains));
+    }
+    let default_filter_chain = problems
+        .take(
+            default_filter_chain
+                .as_ref()
+                .map(|fc| filter_chain(&ctx.at("default_filter_chain"), fc))
+                .transpose(),
+        )
+        .flatten();
+    let listener_filters_timeout = problems
+        .take(timeout_or(
+            &ctx,
+            "listener_filters_timeout",
+            listener_filters_timeout.as_ref(),
+            DEFAULT_LISTENER_FILTERS_TIMEOUT,
+        ))
+        .flatten();
 
-    Ok(model::Listener {
-        name: Arc::from(name),
+    problems.finish(address.map(|address| model::Listener {
+        name: Arc::from(name.as_str()),
         address,
         bind_to_port: bind_to_port.is_none_or(|b| b.value),
         use_original_dst: use_original_dst.is_some_and(|b| b.value),
         transparent: transparent.is_some_and(|b| b.value),
         listener_filters,
-        listener_filters_timeout: timeout_or(
-            &ctx,
-            "listener_filters_timeout",
-            listener_filters_timeout.as_ref(),
-            DEFAULT_LISTENER_FILTERS_TIMEOUT,
-        )?,
+        listener_filters_timeout,
         continue_on_listener_filters_timeout: *continue_on_listener_filters_timeout,
         filter_chains,
         default_filter_chain,
-    })
+    }))
 }
 
 /// Envoy gives an unnamed static listener a random UUID; a name from its address, in Istio's

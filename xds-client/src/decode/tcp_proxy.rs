@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     tcp_proxy::weighted_cluster::ClusterWeight,
 };
 
-use super::error::{Ctx, DecodeError};
+use super::error::{Ctx, DecodeError, Problems};
 use super::time::timeout_or;
 use crate::model;
 
@@ -41,74 +41,81 @@ pub(crate) fn tcp_proxy(ctx: &Ctx, pb: &TcpProxy) -> Result<model::TcpProxy, Dec
         check_drain_close,
         cluster_specifier,
     } = pb;
-    ctx.unsupported_fields()
-        .check("on_demand", on_demand.is_some())
-        .check_msg("metadata_match", metadata_match)
-        .check("downstream_idle_timeout", downstream_idle_timeout.is_some())
-        .check("upstream_idle_timeout", upstream_idle_timeout.is_some())
-        .check("access_log", !access_log.is_empty())
-        // One attempt is Envoy's default; more would need retries.
-        .check(
-            "max_connect_attempts",
-            max_connect_attempts.is_some_and(|n| n.value > 1),
-        )
-        .check("backoff_options", backoff_options.is_some())
-        .check("hash_policy", !hash_policy.is_empty())
-        .check("tunneling_config", tunneling_config.is_some())
-        .check(
-            "max_downstream_connection_duration",
-            max_downstream_connection_duration.is_some(),
-        )
-        .check(
-            "max_downstream_connection_duration_jitter_percentage",
-            max_downstream_connection_duration_jitter_percentage.is_some(),
-        )
-        .check(
-            "access_log_flush_interval",
-            access_log_flush_interval.is_some(),
-        )
-        .check(
-            "flush_access_log_on_connected",
-            *flush_access_log_on_connected,
-        )
-        .check_msg("access_log_options", access_log_options)
-        .check("proxy_protocol_tlvs", !proxy_protocol_tlvs.is_empty())
-        .check(
-            "proxy_protocol_tlv_merge_policy",
-            *proxy_protocol_tlv_merge_policy != 0,
-        )
-        .check("upstream_connect_mode", *upstream_connect_mode != 0)
-        .check("max_early_data_bytes", max_early_data_bytes.is_some())
-        .check_msg("check_drain_close", check_drain_close)
-        .finish()?;
+    let mut problems = Problems::new(ctx);
+    problems.take(
+        ctx.unsupported_fields()
+            .check("on_demand", on_demand.is_some())
+            .check_msg("metadata_match", metadata_match)
+            .check("downstream_idle_timeout", downstream_idle_timeout.is_some())
+            .check("upstream_idle_timeout", upstream_idle_timeout.is_some())
+            .check("access_log", !access_log.is_empty())
+            // One attempt is Envoy's default; more would need retries.
+            .check(
+                "max_connect_attempts",
+                max_connect_attempts.is_some_and(|n| n.value > 1),
+            )
+            .check("backoff_options", backoff_options.is_some())
+            .check("hash_policy", !hash_policy.is_empty())
+            .check("tunneling_config", tunneling_config.is_some())
+            .check(
+                "max_downstream_connection_duration",
+                max_downstream_connection_duration.is_some(),
+            )
+            .check(
+                "max_downstream_connection_duration_jitter_percentage",
+                max_downstream_connection_duration_jitter_percentage.is_some(),
+            )
+            .check(
+                "access_log_flush_interval",
+                access_log_flush_interval.is_some(),
+            )
+            .check(
+                "flush_access_log_on_connected",
+                *flush_access_log_on_connected,
+            )
+            .check_msg("access_log_options", access_log_options)
+            .check("proxy_protocol_tlvs", !proxy_protocol_tlvs.is_empty())
+            .check(
+                "proxy_protocol_tlv_merge_policy",
+                *proxy_protocol_tlv_merge_policy != 0,
+            )
+            .check("upstream_connect_mode", *upstream_connect_mode != 0)
+            .check("max_early_data_bytes", max_early_data_bytes.is_some())
+            .check_msg("check_drain_close", check_drain_close)
+            .finish(),
+    );
 
     if stat_prefix.is_empty() {
-        return Err(ctx.invalid("stat_prefix", "must not be empty"));
+        problems.push(ctx.invalid("stat_prefix", "must not be empty"));
     }
     if max_connect_attempts.is_some_and(|n| n.value == 0) {
-        return Err(ctx.invalid("max_connect_attempts", "must be at least 1"));
+        problems.push(ctx.invalid("max_connect_attempts", "must be at least 1"));
     }
     let cluster = match cluster_specifier {
         Some(ClusterSpecifier::Cluster(name)) => {
-            model::ClusterSpecifier::Cluster(Arc::from(name.as_str()))
+            Some(model::ClusterSpecifier::Cluster(Arc::from(name.as_str())))
         }
         Some(ClusterSpecifier::WeightedClusters(weighted)) => {
-            weighted_clusters(&ctx.at("weighted_clusters"), weighted)?
+            problems.take(weighted_clusters(&ctx.at("weighted_clusters"), weighted))
         }
         None => {
-            return Err(ctx.invalid("", "one of cluster or weighted_clusters is required"));
+            problems.push(ctx.invalid("", "one of cluster or weighted_clusters is required"));
+            None
         }
     };
-    Ok(model::TcpProxy {
-        stat_prefix: Arc::from(stat_prefix.as_str()),
-        cluster,
-        idle_timeout: timeout_or(
+    let idle_timeout = problems
+        .take(timeout_or(
             ctx,
             "idle_timeout",
             idle_timeout.as_ref(),
             DEFAULT_IDLE_TIMEOUT,
-        )?,
-    })
+        ))
+        .flatten();
+    problems.finish(cluster.map(|cluster| model::TcpProxy {
+        stat_prefix: Arc::from(stat_prefix.as_str()),
+        cluster,
+        idle_timeout,
+    }))
 }
 
 fn weighted_clusters(
@@ -119,34 +126,31 @@ fn weighted_clusters(
     if clusters.is_empty() {
         return Err(ctx.invalid("clusters", "needs at least one cluster"));
     }
-    let clusters = clusters
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let ctx = ctx.at_index("clusters", i);
-            let ClusterWeight {
-                name,
-                weight,
-                metadata_match,
-            } = c;
-            ctx.unsupported_fields()
-                .check_msg("metadata_match", metadata_match)
-                .finish()?;
-            if name.is_empty() {
-                return Err(ctx.invalid("name", "must not be empty"));
-            }
-            if *weight == 0 {
-                return Err(ctx.invalid("weight", "must be at least 1"));
-            }
-            Ok(model::WeightedCluster {
-                name: Arc::from(name.as_str()),
-                weight: *weight,
-            })
+    let mut problems = Problems::new(ctx);
+    let clusters = problems.take_all(clusters.iter().enumerate().map(|(i, c)| {
+        let ctx = ctx.at_index("clusters", i);
+        let ClusterWeight {
+            name,
+            weight,
+            metadata_match,
+        } = c;
+        ctx.unsupported_fields()
+            .check_msg("metadata_match", metadata_match)
+            .finish()?;
+        if name.is_empty() {
+            return Err(ctx.invalid("name", "must not be empty"));
+        }
+        if *weight == 0 {
+            return Err(ctx.invalid("weight", "must be at least 1"));
+        }
+        Ok(model::WeightedCluster {
+            name: Arc::from(name.as_str()),
+            weight: *weight,
         })
-        .collect::<Result<Vec<_>, _>>()?;
+    }));
     let total: u64 = clusters.iter().map(|c| u64::from(c.weight)).sum();
     if total > u64::from(u32::MAX) {
-        return Err(ctx.unsupported(format!("total weight {total} above {}", u32::MAX)));
+        problems.push(ctx.unsupported(format!("total weight {total} above {}", u32::MAX)));
     }
-    Ok(model::ClusterSpecifier::Weighted(clusters))
+    problems.finish(Some(model::ClusterSpecifier::Weighted(clusters)))
 }

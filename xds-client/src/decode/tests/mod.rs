@@ -1,5 +1,6 @@
 //! Unit tests of the decode rules, with resources written in Envoy's JSON form.
 
+mod all_reasons;
 mod cluster;
 mod filter_chain;
 mod listener;

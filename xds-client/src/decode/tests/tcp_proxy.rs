@@ -59,12 +59,17 @@ fn weighted_cluster_errors() {
         {"name": "a", "weight": 0}, {"name": "b", "weight": 0}]}}),
     )
     .unwrap_err();
-    assert_invalid(
-        &err,
-        &res(),
-        "weighted_clusters.clusters[0].weight",
-        "at least 1",
-    );
+    // Both bad weights are named, not only the first.
+    let problems = err.problems();
+    assert_eq!(problems.len(), 2, "{err}");
+    for (i, problem) in problems.iter().enumerate() {
+        assert_invalid(
+            problem,
+            &res(),
+            &format!("weighted_clusters.clusters[{i}].weight"),
+            "at least 1",
+        );
+    }
 
     let err =
         decode(json!({"stat_prefix": "s", "weighted_clusters": {"clusters": []}})).unwrap_err();
