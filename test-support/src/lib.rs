@@ -41,6 +41,9 @@
 pub mod client;
 pub mod clients;
 pub mod error;
+pub mod gobuild;
+pub mod istioctl;
+pub mod istiod;
 pub mod netns;
 pub mod peers;
 pub mod process;
@@ -50,6 +53,9 @@ pub mod topology;
 
 pub use client::{Exchange, read_to_eof, tcp_connect, tcp_exchange, wait_for_tcp};
 pub use error::Error;
+pub use gobuild::{GoBinaries, go_binaries};
+pub use istioctl::istioctl;
+pub use istiod::{IstiodBuilder, IstiodError, IstiodServer};
 pub use netns::{Netns, run_ok, unique_name};
 pub use peers::http::{HttpServer, Request};
 pub use peers::tcp::{Connection, TcpServer};
