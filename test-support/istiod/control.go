@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"istio.io/istio/pilot/pkg/model"
 	istiolog "istio.io/istio/pkg/log"
@@ -15,6 +16,9 @@ import (
 
 // maxBody bounds a control request; test configs are a few kilobytes.
 const maxBody = 4 << 20
+
+// readHeaderTimeout keeps a stalled client from holding a connection forever.
+const readHeaderTimeout = 10 * time.Second
 
 // configStore applies run-time changes to istiod's config store, which pushes them to the
 // connected proxies exactly as a change from Kubernetes would.
@@ -125,7 +129,7 @@ func serveControl(ln net.Listener, s *configStore, debug http.Handler) <-chan er
 	mux.Handle("/debug/", debug)
 	errs := make(chan error, 1)
 	go func() {
-		errs <- (&http.Server{Handler: mux}).Serve(ln)
+		errs <- (&http.Server{Handler: mux, ReadHeaderTimeout: readHeaderTimeout}).Serve(ln)
 	}()
 	return errs
 }

@@ -120,7 +120,8 @@ func startSecure(ln net.Listener, discovery *xds.DiscoveryServer, tokens map[str
 		return nil, fmt.Errorf("creating the CA server: %v", err)
 	}
 	// Plaintext ADS stays unauthenticated (security.Authenticate skips non-TLS peers), as on
-	// istiod's 15010; TLS ADS callers must prove an identity, as on 15012.
+	// istiod's 15010; TLS ADS callers must prove an identity, as on 15012. Set before the
+	// addresses are announced, so no proxy has connected yet.
 	discovery.Authenticators = authenticators
 
 	grpcServer := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{

@@ -131,6 +131,8 @@ fn go_build(go: &Path, cache: &Path, out: &Path, package: &str) {
         // -mod=mod lets go fill go.sum for the pinned modules; -buildvcs=false because the
         // repository's git metadata is no input of these programs.
         .env("GOFLAGS", "-mod=mod -buildvcs=false")
+        // An older Go says so instead of fetching a newer toolchain behind our back.
+        .env("GOTOOLCHAIN", "local")
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {} build: {e}", go.display()));

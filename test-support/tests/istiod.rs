@@ -2,70 +2,31 @@
 //! client) connects as a VM sidecar and gets istiod's clusters, endpoints and listeners for
 //! a ServiceEntry and its WorkloadEntries, over SotW and Delta, with run-time changes pushed.
 
+mod istiod_common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-use envoy_types::pb::envoy::config::core::v3::{Node, address, socket_address};
+use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
 use envoy_types::pb::envoy::config::endpoint::v3::{ClusterLoadAssignment, lb_endpoint};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use envoy_types::pb::google::protobuf::{Any, Struct, Value, value};
-use prost::Message;
-use test_support::{IstiodError, IstiodServer, istioctl};
+use test_support::{IstiodError, IstiodServer, Netns, istioctl, wait_for_tcp};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 
-const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+use istiod_common::{BACKEND_CLUSTER, CDS, MESH, PUSH_TIMEOUT, decode, vm_node};
+
 const EDS: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 const LDS: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 
-/// How long one push may take to arrive.
-const PUSH_TIMEOUT: Duration = Duration::from_secs(20);
 /// At most this many responses are read while waiting for one that matches.
 const MAX_RESPONSES: usize = 50;
-
-const BACKEND_CLUSTER: &str = "outbound|8080||backend.ns.svc.cluster.local";
-
-const MESH: &str = "\
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: backend
-  namespace: ns
-spec:
-  hosts: [backend.ns.svc.cluster.local]
-  location: MESH_INTERNAL
-  ports:
-  - {number: 8080, name: http, protocol: HTTP, targetPort: 9080}
-  resolution: STATIC
-  workloadSelector:
-    labels: {app: backend}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: backend-1
-  namespace: ns
-spec:
-  address: 198.18.0.9
-  labels: {app: backend}
-  serviceAccount: backend
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata:
-  name: vm
-  namespace: ns
-spec:
-  address: 198.18.0.2
-  labels: {app: vm}
-  serviceAccount: vm
-";
 
 const BACKEND_2: &str = "\
 apiVersion: networking.istio.io/v1
@@ -86,76 +47,6 @@ metadata:
   name: backend-1
   namespace: ns
 ";
-
-fn string(s: &str) -> Value {
-    Value {
-        kind: Some(value::Kind::StringValue(s.to_string())),
-    }
-}
-
-fn number(n: f64) -> Value {
-    Value {
-        kind: Some(value::Kind::NumberValue(n)),
-    }
-}
-
-/// The node a VM's sidecar presents: Istio's node id format and the metadata istiod reads.
-fn vm_node() -> Node {
-    let labels = Struct {
-        fields: [("app".to_string(), string("vm"))].into(),
-    };
-    // istiod counts a node as a proxy (e.g. for proxy-status) only when it sends its
-    // ProxyConfig, as pilot-agent does.
-    let proxy_config = Struct {
-        fields: [
-            (
-                "discoveryAddress".to_string(),
-                string("istiod.istio-system.svc:15012"),
-            ),
-            ("statusPort".to_string(), number(15020.0)),
-            ("proxyAdminPort".to_string(), number(15000.0)),
-        ]
-        .into(),
-    };
-    let fields = [
-        ("CLUSTER_ID", string("Kubernetes")),
-        ("NAMESPACE", string("ns")),
-        ("ISTIO_VERSION", string("1.31.0")),
-        ("SERVICE_ACCOUNT", string("vm")),
-        ("WORKLOAD_NAME", string("vm")),
-        ("MESH_ID", string("cluster.local")),
-        ("INTERCEPTION_MODE", string("REDIRECT")),
-        ("INSTANCE_IPS", string("198.18.0.2")),
-        (
-            "PROXY_CONFIG",
-            Value {
-                kind: Some(value::Kind::StructValue(proxy_config)),
-            },
-        ),
-        (
-            "LABELS",
-            Value {
-                kind: Some(value::Kind::StructValue(labels)),
-            },
-        ),
-    ];
-    Node {
-        id: "sidecar~198.18.0.2~vm.ns~ns.svc.cluster.local".to_string(),
-        cluster: "vm.ns".to_string(),
-        metadata: Some(Struct {
-            fields: fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        }),
-        ..Default::default()
-    }
-}
-
-fn decode<M: Message + Default>(any: &Any) -> M {
-    M::decode(any.value.as_slice())
-        .unwrap_or_else(|e| panic!("cannot decode {}: {e}", any.type_url))
-}
 
 /// The endpoint IPs of a load assignment.
 fn endpoint_ips(cla: &ClusterLoadAssignment) -> BTreeSet<String> {
@@ -616,4 +507,19 @@ fn taken_port_fails_start_naming_the_flag() {
         }
         other => panic!("expected an exit, got {other}"),
     }
+}
+
+#[test]
+fn runs_inside_a_network_namespace() {
+    let ns = Netns::new("istiod");
+    let istiod = IstiodServer::builder().config(MESH).netns(&ns).start();
+    // The announced address is the namespace's loopback.
+    wait_for_tcp(&ns, istiod.xds_addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("ADS inside the namespace: {e}\n{}", istiod.logs()));
+    let applied = istiod
+        .apply(BACKEND_2)
+        .expect("apply through the namespace");
+    assert_eq!(applied.trim(), "WorkloadEntry ns/backend-2 created");
+    let configz = istiod.debug("configz").expect("configz");
+    assert!(configz.contains("backend-2"), "{configz}");
 }
