@@ -392,7 +392,16 @@ impl CaptureArgs {
         let r = Resolver { host };
         let mode = self.mode(&r)?;
         let backend = self.backend(&r)?;
-        let config = self.config_on(host)?;
+        let config = if mode == Mode::CleanupOnly && self.ipv6.is_none() {
+            // Cleanup works from the machine's state, both families, whatever the rules would
+            // be: it must not depend on the machine having a usable address (a VM whose network
+            // is down still needs its capture rules removed).
+            let mut any_family = self.clone();
+            any_family.ipv6 = Some(false);
+            any_family.config_on(host)?
+        } else {
+            self.config_on(host)?
+        };
         let tproxy = (config.inbound_mode == InterceptionMode::Tproxy
             && config.inbound_ports != InboundPorts::None)
             .then_some(TproxyRouting {
@@ -1213,5 +1222,16 @@ mod tests {
         assert!(addrs.iter().any(IpAddr::is_loopback), "{addrs:?}");
         assert_eq!(host.uid_of_user("root"), Some(0));
         assert_eq!(host.uid_of_user("no-such-user-vm-proxy"), None);
+    }
+
+    #[test]
+    fn cleanup_needs_no_host_address() {
+        let host = FakeHost {
+            addrs: vec!["127.0.0.1".parse().unwrap()],
+            ..FakeHost::new()
+        };
+        assert!(error(&[], &host).contains("address"));
+        let plan = args(&["--cleanup-only"]).plan_on(&host).unwrap();
+        assert_eq!(plan.mode, Mode::CleanupOnly);
     }
 }

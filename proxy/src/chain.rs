@@ -146,6 +146,8 @@ mod tests {
 
     use xds_client::model::FilterChainMatch;
 
+    use std::time::Duration;
+
     use super::*;
 
     fn chain(name: &str, m: FilterChainMatch) -> FilterChain {
@@ -166,6 +168,8 @@ mod tests {
             listener_filters: Vec::new(),
             filter_chains: chains,
             default_filter_chain: default,
+            listener_filters_timeout: Some(Duration::from_secs(15)),
+            continue_on_listener_filters_timeout: false,
         }
     }
 

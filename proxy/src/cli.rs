@@ -1,14 +1,19 @@
 //! The `vm-proxy` command line.
 
+use std::ffi::OsString;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tracing::error;
+use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::Loader;
+use iptables::args::{CaptureArgs, Host, SystemHost};
+use iptables::error::ConfigError as CaptureConfigError;
+use xds_client::istio::{VmEnv, VmPaths, source_env_files};
+
 use crate::options::Options;
 use crate::proxy::Proxy;
 
@@ -23,18 +28,51 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the proxy until SIGTERM/SIGINT or POST /quitquitquit, then drain and exit.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Install, check or remove the traffic capture rules, with istio-iptables' flags and
+    /// environment variables (iptables, or native nftables with --native-nftables).
+    Capture(Box<CaptureCommand>),
+}
+
+/// `vm-proxy capture`: istio-iptables' flags, and optionally the env files its variables
+/// come from on an Istio VM.
+#[derive(Debug, Args)]
+pub struct CaptureCommand {
+    /// Read istio-iptables' variables (ISTIO_INBOUND_PORTS, ISTIO_SERVICE_CIDR, ...) from this
+    /// cluster.env as istio-start.sh sources it: over sidecar.env, over the environment.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_env: Option<PathBuf>,
+    /// The sidecar.env read below --cluster-env; skipped when absent.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "cluster_env",
+        default_value = "/var/lib/istio/envoy/sidecar.env"
+    )]
+    pub sidecar_env: PathBuf,
+    #[command(flatten)]
+    pub args: CaptureArgs,
+}
+
+impl Command {
+    /// Runs the subcommand to completion.
+    pub fn execute(self) -> ExitCode {
+        match self {
+            Command::Run(args) => run(*args),
+            Command::Capture(command) => capture(*command),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Envoy bootstrap file (YAML or JSON); without it the built-in loopback configuration.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "istio_vm")]
     pub config: Option<PathBuf>,
-    /// How long open connections may take to finish after a shutdown starts (Istio's
-    /// terminationDrainDuration), e.g. 5s, 500ms, 1m.
-    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = crate::duration::parse)]
-    pub drain_timeout: Duration,
+    /// How long open connections may take to finish after a shutdown starts, e.g. 5s,
+    /// 500ms, 1m [default: 5s, or the mesh's terminationDrainDuration with --istio-vm].
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub drain_timeout: Option<Duration>,
     /// Log level (trace, debug, info, warning, error, critical, off) or tracing filter
     /// directives such as `info,vm_proxy::tcp_proxy=debug`. Default: RUST_LOG, else info.
     #[arg(long, value_name = "LEVEL", value_parser = parse_log_filter)]
@@ -42,35 +80,178 @@ pub struct RunArgs {
     /// Data-path worker threads; default one per CPU (Envoy's --concurrency).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
+    #[command(flatten)]
+    pub istio: IstioVmArgs,
 }
 
-/// Runs `vm-proxy run`: logging, configuration from `load`, then the proxy until shutdown.
-pub fn run(args: RunArgs, load: Loader) -> ExitCode {
-    let filter = match &args.log_level {
-        Some(directives) => EnvFilter::new(directives),
+/// Joining an Istio mesh from the files `istioctl x workload entry configure` writes, at
+/// Istio's paths by default.
+#[derive(Debug, Args)]
+pub struct IstioVmArgs {
+    /// Bootstrap from cluster.env, mesh config, token and root certificate instead of an
+    /// Envoy bootstrap file: node id and metadata as pilot-agent sends them, ADS to
+    /// istiod's discoveryAddress.
+    #[arg(long)]
+    pub istio_vm: bool,
+    /// The cluster.env istioctl wrote.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ISTIO_CLUSTER_CONFIG",
+        default_value = "/var/lib/istio/envoy/cluster.env"
+    )]
+    pub cluster_env: PathBuf,
+    /// Sourced before cluster.env; skipped when absent.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "ISTIO_SIDECAR_CONFIG",
+        default_value = "/var/lib/istio/envoy/sidecar.env"
+    )]
+    pub sidecar_env: PathBuf,
+    /// The MeshConfig (istioctl's mesh.yaml).
+    #[arg(long, value_name = "FILE", default_value = "/etc/istio/config/mesh")]
+    pub mesh_config: PathBuf,
+    /// The service-account token for istiod and the CA.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/run/secrets/tokens/istio-token"
+    )]
+    pub token: PathBuf,
+    /// The mesh root certificate [default: $PROV_CERT/root-cert.pem, /etc/certs/root-cert.pem].
+    #[arg(long, value_name = "FILE")]
+    pub root_cert: Option<PathBuf>,
+    /// Speak plaintext xDS to this address instead of TLS to istiod (a local or test control
+    /// plane). TLS to istiod is not implemented yet, so --istio-vm needs it for now unless
+    /// the mesh's controlPlaneAuthPolicy is NONE (plaintext to discoveryAddress).
+    #[arg(long, value_name = "ADDR", requires = "istio_vm")]
+    pub xds_plaintext: Option<SocketAddr>,
+}
+
+impl IstioVmArgs {
+    fn paths(&self) -> VmPaths {
+        VmPaths {
+            sidecar_env: self.sidecar_env.clone(),
+            cluster_env: self.cluster_env.clone(),
+            mesh_config: self.mesh_config.clone(),
+            token: self.token.clone(),
+            root_cert: self.root_cert.clone(),
+        }
+    }
+}
+
+/// Logs go to stderr (stdout carries `capture --dry-run` output), filtered by `directives`,
+/// else by RUST_LOG, else at info.
+fn init_logging(directives: Option<&str>) -> Result<(), ExitCode> {
+    let filter = match directives {
+        Some(d) => EnvFilter::new(d),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    if let Err(e) = tracing_subscriber::fmt()
+    tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init()
-    {
-        eprintln!("vm-proxy: cannot set up logging: {e}");
-        return ExitCode::FAILURE;
+        .map_err(|e| {
+            eprintln!("vm-proxy: cannot set up logging: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+/// The machine, with the environment as `istio-start.sh` leaves it after sourcing the env
+/// files.
+struct SourcedHost {
+    env: VmEnv,
+}
+
+impl Host for SourcedHost {
+    fn env(&self, name: &str) -> Option<OsString> {
+        self.env.get(name).map(OsString::from)
     }
-    let loaded = match load(args.config.as_deref()) {
-        Ok(l) => l,
+
+    fn uid_of_user(&self, name: &str) -> Option<u32> {
+        SystemHost.uid_of_user(name)
+    }
+
+    fn interface_addresses(&self) -> Result<Vec<IpAddr>, CaptureConfigError> {
+        SystemHost.interface_addresses()
+    }
+
+    fn resolv_conf(&self) -> std::io::Result<String> {
+        SystemHost.resolv_conf()
+    }
+}
+
+/// Runs `vm-proxy capture`: builds the rule set from flags and environment (and the env
+/// files, if named), then applies, prints, reconciles or removes it.
+fn capture(command: CaptureCommand) -> ExitCode {
+    if let Err(code) = init_logging(None) {
+        return code;
+    }
+    let planned = match &command.cluster_env {
+        Some(cluster_env) => {
+            let mut env = VmEnv::from_process();
+            if let Err(e) = source_env_files(&mut env, &command.sidecar_env, cluster_env) {
+                error!("capture: {e}");
+                return ExitCode::from(2);
+            }
+            command.args.plan_on(&SourcedHost { env })
+        }
+        None => command.args.into_plan(),
+    };
+    let plan = match planned {
+        Ok(p) => p,
         Err(e) => {
-            error!("{e}");
-            return ExitCode::FAILURE;
+            error!("capture: {e}");
+            return ExitCode::from(2);
         }
     };
+    match iptables::execute(&plan) {
+        Ok(outcome) => {
+            info!("capture: {outcome}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("capture: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs `vm-proxy run`: logging, configuration, then the proxy until shutdown.
+pub fn run(args: RunArgs) -> ExitCode {
+    if let Err(code) = init_logging(args.log_level.as_deref()) {
+        return code;
+    }
+    let (loaded, vm) = if args.istio.istio_vm {
+        match crate::config::load_istio_vm(&args.istio.paths(), args.istio.xds_plaintext) {
+            Ok((loaded, vm)) => (loaded, Some(vm)),
+            Err(e) => {
+                error!("--istio-vm: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        match crate::config::load(args.config.as_deref()) {
+            Ok(l) => (l, None),
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    // Flags first, then the mesh's ProxyConfig, then vm-proxy's defaults.
+    let drain_timeout = args
+        .drain_timeout
+        .or(vm.as_ref().map(|v| v.drain_duration))
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+    let concurrency = args.concurrency.or(vm.as_ref().and_then(|v| v.concurrency));
     let options = Options {
-        drain_timeout: args.drain_timeout,
-        worker_threads: args.concurrency.map(usize::from),
+        drain_timeout,
+        worker_threads: concurrency.map(usize::from),
         ..Options::default()
     };
-    match Proxy::run(loaded.snapshot, loaded.config_dump, options) {
+    match Proxy::run_following(loaded.snapshot, loaded.config_dump, options, loaded.ads) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");
@@ -78,6 +259,9 @@ pub fn run(args: RunArgs, load: Loader) -> ExitCode {
         }
     }
 }
+
+/// Istio's terminationDrainDuration default.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Envoy's level names map to tracing levels (`warning` → warn, `critical` → error); other
 /// input must be valid filter directives.
@@ -101,17 +285,19 @@ mod tests {
     use super::*;
 
     fn run_args(argv: &[&str]) -> Result<RunArgs, clap::Error> {
-        let Cli {
-            command: Command::Run(args),
-        } = Cli::try_parse_from(argv)?;
-        Ok(args)
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(*args),
+            other => panic!("expected run, got {other:?}"),
+        }
     }
 
     #[test]
     fn run_defaults() {
         let a = run_args(&["vm-proxy", "run"]).unwrap();
         assert_eq!(a.config, None);
-        assert_eq!(a.drain_timeout, Duration::from_secs(5));
+        assert_eq!(a.drain_timeout, None);
+        assert!(!a.istio.istio_vm);
+        assert_eq!(a.istio.paths(), VmPaths::default());
         assert_eq!(a.log_level, None);
         assert_eq!(a.concurrency, None);
     }
@@ -135,7 +321,7 @@ mod tests {
             a.config.as_deref(),
             Some(std::path::Path::new("/etc/vm-proxy/bootstrap.yaml"))
         );
-        assert_eq!(a.drain_timeout, Duration::from_secs(90));
+        assert_eq!(a.drain_timeout, Some(Duration::from_secs(90)));
         assert_eq!(a.log_level.as_deref(), Some("warn"));
         assert_eq!(a.concurrency, Some(2));
         let a = run_args(&[
@@ -176,5 +362,120 @@ mod tests {
             .to_string();
         assert!(e.contains("--concurrency"), "{e}");
         assert!(run_args(&["vm-proxy", "run", "--no-such-flag"]).is_err());
+    }
+
+    #[test]
+    fn capture_takes_istio_iptables_flags() {
+        let Command::Capture(a) =
+            Cli::try_parse_from(["vm-proxy", "capture", "-p", "15001", "-b", "*", "--dry-run"])
+                .unwrap()
+                .command
+        else {
+            panic!("expected capture");
+        };
+        assert_eq!(a.cluster_env, None);
+        let plan = a.args.into_plan().unwrap();
+        assert_eq!(plan.mode, iptables::plan::Mode::DryRun);
+    }
+
+    fn fixture(name: &str) -> String {
+        format!(
+            "{}/../xds-client/testdata/istioctl/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    }
+
+    #[test]
+    fn istio_vm_flags() {
+        let a = run_args(&[
+            "vm-proxy",
+            "run",
+            "--istio-vm",
+            "--cluster-env",
+            "/tmp/c.env",
+            "--sidecar-env",
+            "/tmp/s.env",
+            "--mesh-config",
+            "/tmp/mesh",
+            "--token",
+            "/tmp/token",
+            "--root-cert",
+            "/tmp/root.pem",
+            "--xds-plaintext",
+            "127.0.0.1:15010",
+        ])
+        .unwrap();
+        assert!(a.istio.istio_vm);
+        assert_eq!(
+            a.istio.paths(),
+            VmPaths {
+                sidecar_env: "/tmp/s.env".into(),
+                cluster_env: "/tmp/c.env".into(),
+                mesh_config: "/tmp/mesh".into(),
+                token: "/tmp/token".into(),
+                root_cert: Some("/tmp/root.pem".into()),
+            }
+        );
+        assert_eq!(
+            a.istio.xds_plaintext,
+            Some("127.0.0.1:15010".parse().unwrap())
+        );
+
+        let e = run_args(&["vm-proxy", "run", "--xds-plaintext", "127.0.0.1:1"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--istio-vm"), "{e}");
+        let e = run_args(&["vm-proxy", "run", "--istio-vm", "--config", "b.yaml"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--config") && e.contains("--istio-vm"), "{e}");
+        let e = run_args(&[
+            "vm-proxy",
+            "run",
+            "--istio-vm",
+            "--xds-plaintext",
+            "istiod:15010",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--xds-plaintext"), "{e}");
+    }
+
+    #[test]
+    fn capture_reads_istio_iptables_variables_from_cluster_env() {
+        let cluster_env = fixture("cluster.env");
+        let Command::Capture(a) = Cli::try_parse_from([
+            "vm-proxy",
+            "capture",
+            "--cluster-env",
+            &cluster_env,
+            "--sidecar-env",
+            "/nonexistent/sidecar.env",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("expected capture");
+        };
+        let mut env = VmEnv::from_vars([("ISTIO_INBOUND_PORTS".to_string(), "1".to_string())]);
+        source_env_files(&mut env, &a.sidecar_env, a.cluster_env.as_deref().unwrap()).unwrap();
+        let config = a.args.config_on(&SourcedHost { env }).unwrap();
+        assert_eq!(
+            config.inbound_ports,
+            iptables::config::InboundPorts::Only(vec![8080, 9090]),
+            "cluster.env wins over the environment"
+        );
+        assert!(config.redirect_dns, "ISTIO_META_DNS_CAPTURE='true'");
+
+        let e = Cli::try_parse_from(["vm-proxy", "capture", "--sidecar-env", "/x"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--cluster-env"), "{e}");
+    }
+
+    #[test]
+    fn capture_rejects_a_bad_flag_by_name() {
+        let e = Cli::try_parse_from(["vm-proxy", "capture", "--no-such-flag"]).unwrap_err();
+        assert!(e.to_string().contains("--no-such-flag"), "{e}");
     }
 }

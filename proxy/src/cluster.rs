@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use xds_client::model::{Cluster, DiscoveryType, EndpointAddress, LbPolicy};
+use xds_client::model::{
+    Cluster, DiscoveryType, Endpoint, EndpointAddress, HealthStatus, LbPolicy,
+};
 
 use crate::original_dst::Destination;
 
@@ -12,6 +14,9 @@ use crate::original_dst::Destination;
 #[derive(Debug)]
 pub(crate) struct ClusterState {
     pub cluster: Arc<Cluster>,
+    /// Indices into `cluster.endpoints` of the endpoints balanced over (see [`hosts`]); the
+    /// per-endpoint state below is indexed like this list.
+    hosts: Box<[usize]>,
     next: AtomicUsize,
     /// Open connections per endpoint, for least-request.
     active: Box<[AtomicUsize]>,
@@ -45,11 +50,11 @@ pub(crate) enum NoHost {
 
 impl ClusterState {
     pub fn new(cluster: Arc<Cluster>) -> ClusterState {
-        let weights: Vec<u64> = cluster
-            .endpoints
+        let hosts = hosts(&cluster.endpoints);
+        let weights: Vec<u64> = hosts
             .iter()
             // Envoy's default weight is 1; a weight of 0 is not valid there.
-            .map(|e| u64::from(e.load_balancing_weight.max(1)))
+            .map(|&i| u64::from(cluster.endpoints[i].load_balancing_weight.max(1)))
             .collect();
         let equal_weights = weights.windows(2).all(|w| w[0] == w[1]);
         let cumulative = weights
@@ -60,11 +65,8 @@ impl ClusterState {
             })
             .collect();
         ClusterState {
-            active: cluster
-                .endpoints
-                .iter()
-                .map(|_| AtomicUsize::new(0))
-                .collect(),
+            active: hosts.iter().map(|_| AtomicUsize::new(0)).collect(),
+            hosts,
             cluster,
             next: AtomicUsize::new(0),
             cumulative,
@@ -83,8 +85,7 @@ impl ClusterState {
                 _active: None,
             });
         }
-        let n = self.cluster.endpoints.len();
-        if n == 0 {
+        if self.hosts.is_empty() {
             return Err(NoHost::NoEndpoints(self.cluster.name.clone()));
         }
         let index = match self.cluster.lb_policy {
@@ -96,7 +97,7 @@ impl ClusterState {
             // Rejected by validation for every discovery type but ORIGINAL_DST.
             LbPolicy::ClusterProvided => self.round_robin(),
         };
-        let target = match &self.cluster.endpoints[index].address {
+        let target = match &self.cluster.endpoints[self.hosts[index]].address {
             EndpointAddress::Socket(a) => Target::Socket(*a),
             EndpointAddress::Dns { host, port } => Target::Dns {
                 host: host.clone(),
@@ -149,6 +150,32 @@ impl ClusterState {
     }
 }
 
+/// The endpoints a cluster balances over, as Envoy does with its default panic threshold of
+/// 50%: the healthy ones (health unknown counts as healthy, as for endpoints without health
+/// checking) when they are at least half; else healthy and degraded together when those are;
+/// else every endpoint (panic mode), so that a wrong health view cannot black-hole a cluster.
+fn hosts(endpoints: &[Endpoint]) -> Box<[usize]> {
+    let usable = |wanted: &[HealthStatus]| -> Vec<usize> {
+        (0..endpoints.len())
+            .filter(|&i| wanted.contains(&endpoints[i].health_status))
+            .collect()
+    };
+    let enough = |hosts: &[usize]| !hosts.is_empty() && hosts.len() * 2 >= endpoints.len();
+    let healthy = usable(&[HealthStatus::Healthy, HealthStatus::Unknown]);
+    if enough(&healthy) {
+        return healthy.into();
+    }
+    let with_degraded = usable(&[
+        HealthStatus::Healthy,
+        HealthStatus::Unknown,
+        HealthStatus::Degraded,
+    ]);
+    if enough(&with_degraded) {
+        return with_degraded.into();
+    }
+    (0..endpoints.len()).collect()
+}
+
 /// Counts a connection against its endpoint until dropped.
 #[derive(Debug)]
 struct ActiveGuard {
@@ -180,6 +207,7 @@ mod tests {
                     1000 + i as u16,
                 ))),
                 load_balancing_weight: w,
+                health_status: Default::default(),
             })
             .collect();
         Arc::new(ClusterState::new(Arc::new(Cluster {
@@ -188,6 +216,10 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             lb_policy: policy,
             upstream_bind_address: None,
+            eds_service_name: None,
+            dns_lookup_family: Default::default(),
+            dns_refresh_rate: Duration::from_secs(5),
+            respect_dns_ttl: false,
             endpoints,
         })))
     }
@@ -259,6 +291,39 @@ mod tests {
         assert_eq!(
             c.pick(restored).unwrap().target,
             Target::Socket("10.0.0.7:8080".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn unhealthy_endpoints_get_no_traffic_until_panic_mode() {
+        let with_health = |health: &[HealthStatus]| {
+            let mut c = (*cluster(LbPolicy::RoundRobin, &vec![1; health.len()]).cluster).clone();
+            for (e, h) in c.endpoints.iter_mut().zip(health) {
+                e.health_status = *h;
+            }
+            Arc::new(ClusterState::new(Arc::new(c)))
+        };
+        let ports = |c: &Arc<ClusterState>| {
+            let mut p: Vec<u16> = (0..8)
+                .map(|_| port(&c.pick(any_destination()).unwrap()))
+                .collect();
+            p.sort();
+            p.dedup();
+            p
+        };
+        use HealthStatus::*;
+        assert_eq!(
+            ports(&with_health(&[Healthy, Unhealthy, Unknown])),
+            [1000, 1002]
+        );
+        assert_eq!(
+            ports(&with_health(&[Degraded, Unhealthy, Healthy])),
+            [1000, 1002]
+        );
+        // Fewer than half usable: Envoy's panic mode balances over all of them.
+        assert_eq!(
+            ports(&with_health(&[Unhealthy, Draining, Healthy])),
+            [1000, 1001, 1002]
         );
     }
 }

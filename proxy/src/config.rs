@@ -1,25 +1,15 @@
-//! Where `vm-proxy run` gets its configuration: a bootstrap file, or the embedded default.
+//! Where `vm-proxy run` gets its configuration: a bootstrap file, the embedded default, or
+//! (`--istio-vm`) the files `istioctl x workload entry configure` writes.
 //!
-//! Decoding belongs to `xds-client` (the proxy never parses protos). `run` therefore takes a
-//! [`Loader`] from the binary instead of calling the decoder itself. Integration, once
-//! `xds_client::bootstrap` is merged, is this function (here) and one line in `main.rs`
-//! (`vm_proxy::cli::run(args, vm_proxy::config::load)`):
-//!
-//! ```text
-//! /// Decodes `path` (or the embedded default when `None`) with the xds-client decoder.
-//! pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
-//!     let loaded = match path {
-//!         Some(p) => xds_client::bootstrap::load_file(p),
-//!         None => xds_client::bootstrap::load_str(DEFAULT_BOOTSTRAP), // or a file written from it
-//!     }
-//!     .map_err(|e| ConfigError::new(path, e))?;
-//!     let dump = loaded.dump;
-//!     Ok(LoadedConfig { snapshot: loaded.snapshot, config_dump: Arc::new(move || dump.to_json()) })
-//! }
-//! ```
+//! Decoding belongs to `xds-client`: the proxy receives only model values and an opaque
+//! config dump, never a proto.
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
+use xds_client::ads::AdsClient;
+use xds_client::istio::{IstioError, VmBootstrap, VmPaths};
 use xds_client::model::Snapshot;
 
 use crate::admin::ConfigDumpFn;
@@ -34,10 +24,48 @@ pub const DEFAULT_BOOTSTRAP: &str = include_str!("default-bootstrap.yaml");
 pub struct LoadedConfig {
     pub snapshot: Snapshot,
     pub config_dump: ConfigDumpFn,
+    /// The xDS client to run when the bootstrap has `dynamic_resources`; `/config_dump`
+    /// already follows what it accepts.
+    pub ads: Option<AdsClient>,
 }
 
-/// Turns `--config FILE` (or its absence: [`DEFAULT_BOOTSTRAP`]) into a [`LoadedConfig`].
-pub type Loader = fn(Option<&Path>) -> Result<LoadedConfig, ConfigError>;
+/// Decodes `--config FILE`, or [`DEFAULT_BOOTSTRAP`] without one.
+pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
+    let loaded = match path {
+        Some(p) => xds_client::bootstrap::load_file(p),
+        None => xds_client::bootstrap::load_str(DEFAULT_BOOTSTRAP, "embedded default bootstrap"),
+    }
+    .map_err(|e| ConfigError::new(path, e))?;
+    Ok(from_bootstrap(loaded))
+}
+
+/// Loads an Istio VM's files; `plaintext` is the xDS server to use instead of istiod over
+/// TLS (which is not implemented yet: without it this fails).
+pub fn load_istio_vm(
+    paths: &VmPaths,
+    plaintext: Option<SocketAddr>,
+) -> Result<(LoadedConfig, VmBootstrap), IstioError> {
+    let vm = VmBootstrap::load(paths)?;
+    let loaded = vm.load_config(plaintext)?;
+    Ok((from_bootstrap(loaded), vm))
+}
+
+fn from_bootstrap(loaded: xds_client::bootstrap::LoadedConfig) -> LoadedConfig {
+    let dump = loaded.dump;
+    let Some(ads) = loaded.ads else {
+        return LoadedConfig {
+            snapshot: loaded.snapshot,
+            config_dump: Arc::new(move || dump.to_json()),
+            ads: None,
+        };
+    };
+    let (client, status) = AdsClient::new(ads.client_config(), loaded.snapshot.clone());
+    LoadedConfig {
+        snapshot: loaded.snapshot,
+        config_dump: Arc::new(move || dump.with_dynamic(&status.borrow())),
+        ads: Some(client),
+    }
+}
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]

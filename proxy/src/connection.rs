@@ -70,38 +70,32 @@ async fn serve(
     let mut destination = Destination::local(local);
     let mut inspection = Inspection::default();
     let mut listener = accepted_by;
-    if let Err(e) = listener_filters(
-        &listener,
-        &stream,
-        listening,
-        &mut destination,
-        &mut inspection,
-        options,
-    )
-    .await
-    {
-        debug!(listener = %listener.name, %peer, "{e}; closing");
-        return;
-    }
-    if listener.use_original_dst
-        && destination.restored
-        && let Some(target) = active.listener_for(destination.addr)
-        && !Arc::ptr_eq(target, &listener)
-    {
-        trace!(from = %listener.name, to = %target.name, destination = %destination.addr, "hand-off");
-        listener = target.clone();
+    // The accepting listener's filters run first; a connection handed off to the listener of
+    // its original destination runs that listener's filters too, once (Envoy hands off once).
+    let mut handed_off = false;
+    loop {
         if let Err(e) = listener_filters(
             &listener,
             &stream,
             listening,
             &mut destination,
             &mut inspection,
-            options,
         )
         .await
         {
             debug!(listener = %listener.name, %peer, "{e}; closing");
             return;
+        }
+        if handed_off || !listener.use_original_dst || !destination.restored {
+            break;
+        }
+        match active.listener_for(destination.addr) {
+            Some(target) if !Arc::ptr_eq(target, &listener) => {
+                trace!(from = %listener.name, to = %target.name, destination = %destination.addr, "hand-off");
+                listener = target.clone();
+                handed_off = true;
+            }
+            _ => break,
         }
     }
     let detected = &inspection.detected;
@@ -130,14 +124,14 @@ async fn serve(
 
 /// Runs a listener's filters in their configured order. `use_original_dst` implies the
 /// original_dst filter, as in Envoy. When the filters time out the connection continues with
-/// what was found so far.
+/// what was found so far if the listener says so (Istio sets
+/// `continue_on_listener_filters_timeout`), and is closed otherwise, as in Envoy.
 async fn listener_filters(
     listener: &Listener,
     stream: &TcpStream,
     listening: SocketAddr,
     destination: &mut Destination,
     inspection: &mut Inspection,
-    options: &Options,
 ) -> Result<(), InspectError> {
     let wants_original_dst = listener.use_original_dst
         || listener
@@ -157,11 +151,15 @@ async fn listener_filters(
         }
         Ok::<(), InspectError>(())
     };
-    match tokio::time::timeout(options.listener_filters_timeout, inspect).await {
+    let Some(limit) = listener.listener_filters_timeout else {
+        return inspect.await;
+    };
+    match tokio::time::timeout(limit, inspect).await {
         Ok(r) => r,
-        Err(_) => {
+        Err(_) if listener.continue_on_listener_filters_timeout => {
             trace!(listener = %listener.name, "listener filters timed out; continuing");
             Ok(())
         }
+        Err(_) => Err(InspectError::Timeout),
     }
 }

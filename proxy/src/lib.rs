@@ -30,6 +30,7 @@ mod status;
 mod tcp_proxy;
 mod upstream;
 mod validate;
+pub mod xds;
 
 pub use admin::ConfigDumpFn;
 pub use error::{BindError, BindErrors, Error};

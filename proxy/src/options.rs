@@ -8,11 +8,6 @@ pub struct Options {
     /// After a drain starts, how long open connections may take to finish before they are
     /// closed. Istio's `terminationDrainDuration` default is 5 s.
     pub drain_timeout: Duration,
-    /// How long listener filters (TLS and HTTP inspection) may wait for a client's first
-    /// bytes. When it expires the connection goes on to filter-chain matching with what was
-    /// detected so far, like Istio's `continue_on_listener_filters_timeout: true`. Envoy's
-    /// default `listener_filters_timeout` is 15 s.
-    pub listener_filters_timeout: Duration,
     /// Bytes of buffer per direction of a proxied connection, allocated once and reused.
     pub buffer_size: usize,
     /// `listen(2)` backlog of every listener.
@@ -51,7 +46,6 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             drain_timeout: Duration::from_secs(5),
-            listener_filters_timeout: Duration::from_secs(15),
             buffer_size: 32 * 1024,
             backlog: 1024,
             keepalive: Some(Keepalive::default()),

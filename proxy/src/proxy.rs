@@ -8,6 +8,7 @@ use tokio::runtime::{Builder, Handle};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
+use xds_client::ads::AdsClient;
 use xds_client::model::Snapshot;
 
 use crate::admin::{self, AdminContext, AdminServer, ConfigDumpFn};
@@ -241,6 +242,17 @@ impl Proxy {
         config_dump: ConfigDumpFn,
         options: Options,
     ) -> Result<(), Error> {
+        Proxy::run_following(snapshot, config_dump, options, None)
+    }
+
+    /// [`Proxy::run`], with `ads` (if any) running on the control runtime and feeding
+    /// [`Proxy::update`] from the moment the listeners are bound.
+    pub fn run_following(
+        snapshot: Snapshot,
+        config_dump: ConfigDumpFn,
+        options: Options,
+        ads: Option<AdsClient>,
+    ) -> Result<(), Error> {
         let mut data = Builder::new_multi_thread();
         data.enable_all().thread_name("vm-proxy-worker");
         if let Some(n) = options.worker_threads {
@@ -263,6 +275,11 @@ impl Proxy {
             let proxy =
                 Proxy::start_on(snapshot, config_dump, options, Handle::current(), &control.handle)
                     .await?;
+            let following = ads.map(|client| {
+                control
+                    .handle
+                    .spawn(client.run(crate::xds::apply_to(proxy.clone())))
+            });
             let why = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
@@ -273,6 +290,10 @@ impl Proxy {
                 open = proxy.open_connections(),
                 "{why}: draining for up to {limit:?}"
             );
+            // A draining proxy takes no configuration: stop asking for it.
+            if let Some(task) = following {
+                task.abort();
+            }
             proxy.start_drain().await;
             tokio::select! {
                 outcome = proxy.finish_drain() => {

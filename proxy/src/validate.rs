@@ -79,6 +79,8 @@ mod tests {
                 filters,
             }],
             default_filter_chain: None,
+            listener_filters_timeout: Some(Duration::from_secs(15)),
+            continue_on_listener_filters_timeout: false,
         })
     }
 
@@ -100,6 +102,10 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 lb_policy,
                 upstream_bind_address: None,
+                eds_service_name: None,
+                dns_lookup_family: Default::default(),
+                dns_refresh_rate: Duration::from_secs(5),
+                respect_dns_ttl: false,
                 endpoints: Vec::new(),
             }),
         );

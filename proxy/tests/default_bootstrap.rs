@@ -1,82 +1,123 @@
-//! The embedded default bootstrap is consistent and runnable without privileges: checked on
-//! the YAML itself, since decoding it is xds-client's job.
+//! The embedded default bootstrap, decoded exactly as `vm-proxy run` decodes it: loopback
+//! only, unprivileged ports, Istio's capture listeners and passthrough clusters, and every
+//! cluster a listener names defined.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use serde_json::Value;
 use vm_proxy::config::DEFAULT_BOOTSTRAP;
+use xds_client::bootstrap::load_str;
+use xds_client::model::{
+    ClusterSpecifier, DiscoveryType, EndpointAddress, LbPolicy, Listener, ListenerFilter,
+    NetworkFilter,
+};
 
-/// An `Address` (`{socket_address: ...}`).
-fn socket(v: &Value) -> (String, u64) {
-    socket_address(&v["socket_address"])
+fn at(s: &str) -> SocketAddr {
+    s.parse().unwrap()
 }
 
-/// A `SocketAddress`.
-fn socket_address(s: &Value) -> (String, u64) {
-    (
-        s["address"].as_str().expect("address").to_owned(),
-        s["port_value"].as_u64().expect("port_value"),
-    )
+/// The one cluster the listener's only chain proxies to.
+fn cluster_of(l: &Listener) -> &str {
+    assert_eq!(l.filter_chains.len(), 1, "{}", l.name);
+    assert!(l.default_filter_chain.is_none(), "{}", l.name);
+    let chain = &l.filter_chains[0];
+    let m = &chain.filter_chain_match;
+    assert!(
+        m.destination_port.is_none() && m.prefix_ranges.is_empty() && m.server_names.is_empty(),
+        "{}: matches everything",
+        l.name
+    );
+    let [NetworkFilter::TcpProxy(tcp)] = chain.filters.as_slice() else {
+        panic!("{}: {:?}", l.name, chain.filters);
+    };
+    match &tcp.cluster {
+        ClusterSpecifier::Cluster(c) => c,
+        other => panic!("{}: {other:?}", l.name),
+    }
 }
 
 #[test]
-fn default_bootstrap_is_loopback_unprivileged_and_consistent() {
-    let b: Value = serde_saphyr::from_str(DEFAULT_BOOTSTRAP).expect("valid YAML");
-    assert_eq!(socket(&b["admin"]["address"]), ("127.0.0.1".into(), 15000));
+fn default_bootstrap_decodes_to_loopback_capture_listeners() {
+    let loaded = load_str(DEFAULT_BOOTSTRAP, "default-bootstrap.yaml").expect("decodes");
+    let snap = &loaded.snapshot;
+    assert_eq!(snap.admin, Some(at("127.0.0.1:15000")));
 
-    let clusters: HashMap<&str, &Value> = b["static_resources"]["clusters"]
-        .as_array()
-        .expect("clusters")
+    let listeners: Vec<(&str, SocketAddr)> = snap
+        .listeners
         .iter()
-        .map(|c| (c["name"].as_str().expect("cluster name"), c))
+        .map(|l| (&*l.name, l.address))
         .collect();
-    let mut listeners = HashMap::new();
-    for l in b["static_resources"]["listeners"]
-        .as_array()
-        .expect("listeners")
-    {
-        let name = l["name"].as_str().expect("listener name");
-        let (address, port) = socket(&l["address"]);
-        assert_eq!(address, "127.0.0.1", "{name}");
-        assert!(port >= 1024, "{name} needs no privilege");
-        for chain in l["filter_chains"].as_array().expect("filter_chains") {
-            for f in chain["filters"].as_array().expect("filters") {
-                let cfg = &f["typed_config"];
-                assert_eq!(
-                    cfg["@type"],
-                    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
-                );
-                let cluster = cfg["cluster"].as_str().expect("tcp_proxy cluster");
-                assert!(clusters.contains_key(cluster), "{name} -> {cluster}");
-            }
-        }
-        listeners.insert(name, (port, l));
+    assert_eq!(
+        listeners,
+        [
+            ("admin_loopback", at("127.0.0.1:15080")),
+            ("outbound", at("127.0.0.1:15001")),
+            ("inbound", at("127.0.0.1:15006")),
+        ]
+    );
+    for l in &snap.listeners {
+        assert!(l.bind_to_port, "{}", l.name);
+        assert!(!l.transparent, "{} needs no CAP_NET_ADMIN", l.name);
+        assert!(l.address.ip().is_loopback() && l.address.port() >= 1024);
     }
-    assert_eq!(listeners["admin_loopback"].0, 15080);
-    assert_eq!(listeners["outbound"].0, 15001);
-    assert_eq!(listeners["outbound"].1["use_original_dst"], true);
-    assert_eq!(listeners["inbound"].0, 15006);
-    for name in ["outbound", "inbound"] {
-        assert_eq!(
-            listeners[name].1["listener_filters"][0]["typed_config"]["@type"],
-            "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
-            "{name}"
-        );
-    }
+    let by_name = |n: &str| {
+        snap.listeners
+            .iter()
+            .find(|l| &*l.name == n)
+            .unwrap_or_else(|| panic!("no listener {n}"))
+    };
+    let admin_loopback = by_name("admin_loopback");
+    assert!(!admin_loopback.use_original_dst);
+    assert!(admin_loopback.listener_filters.is_empty());
+    assert_eq!(cluster_of(admin_loopback), "admin");
+    let outbound = by_name("outbound");
+    assert!(outbound.use_original_dst);
+    assert_eq!(outbound.listener_filters, [ListenerFilter::OriginalDst]);
+    assert_eq!(cluster_of(outbound), "PassthroughCluster");
+    let inbound = by_name("inbound");
+    assert!(!inbound.use_original_dst);
+    assert_eq!(inbound.listener_filters, [ListenerFilter::OriginalDst]);
+    assert_eq!(cluster_of(inbound), "InboundPassthroughCluster");
 
-    let admin = clusters["admin"];
-    assert_eq!(admin["type"], "STATIC");
-    let endpoint = &admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
-    assert_eq!(socket(&endpoint["address"]), ("127.0.0.1".into(), 15000));
+    let names: HashSet<&str> = snap.clusters.keys().map(|k| &**k).collect();
+    assert_eq!(
+        names,
+        HashSet::from(["admin", "PassthroughCluster", "InboundPassthroughCluster"])
+    );
+    let admin = &snap.clusters["admin"];
+    assert_eq!(admin.discovery, DiscoveryType::Static);
+    assert_eq!(admin.connect_timeout, Duration::from_secs(1));
+    let endpoints: Vec<&EndpointAddress> = admin.endpoints.iter().map(|e| &e.address).collect();
+    assert_eq!(
+        endpoints,
+        [&EndpointAddress::Socket(at("127.0.0.1:15000"))],
+        "the admin server itself"
+    );
     for name in ["PassthroughCluster", "InboundPassthroughCluster"] {
-        assert_eq!(clusters[name]["type"], "ORIGINAL_DST", "{name}");
-        assert_eq!(clusters[name]["lb_policy"], "CLUSTER_PROVIDED", "{name}");
+        let c = &snap.clusters[name];
+        assert_eq!(c.discovery, DiscoveryType::OriginalDst, "{name}");
+        assert_eq!(c.lb_policy, LbPolicy::ClusterProvided, "{name}");
+        assert!(c.endpoints.is_empty(), "{name}");
     }
     assert_eq!(
-        // BindConfig.source_address is a SocketAddress, not an Address.
-        socket_address(
-            &clusters["InboundPassthroughCluster"]["upstream_bind_config"]["source_address"]
-        ),
-        ("127.0.0.6".into(), 0)
+        snap.clusters["PassthroughCluster"].upstream_bind_address,
+        None
+    );
+    assert_eq!(
+        snap.clusters["InboundPassthroughCluster"].upstream_bind_address,
+        Some(at("127.0.0.6:0")),
+        "Istio's inbound passthrough source"
+    );
+
+    // The admin's config dump shows the bootstrap it was decoded from.
+    let dump = loaded.dump.to_json();
+    assert_eq!(
+        dump["configs"][0]["@type"],
+        "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump"
+    );
+    assert_eq!(
+        dump["configs"][0]["bootstrap"]["static_resources"]["listeners"][0]["name"],
+        "admin_loopback"
     );
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use vm_proxy::Options;
 use xds_client::model::{FilterChainMatch, ListenerFilter};
 
 /// A TLS 1.3-style ClientHello with optional SNI and ALPN, in records of `record_size`.
@@ -201,21 +200,46 @@ async fn http_inspector_detects_http1_and_h2c() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_first_protocol_continues_after_the_filter_timeout() {
     // The client waits for the server's banner: the inspector sees nothing, gives up at the
-    // listener-filter timeout, and the connection proceeds as plaintext.
-    let l = with_filters(listener("l", "banner"), &[ListenerFilter::TlsInspector]);
+    // listener-filter timeout, and the connection proceeds as plaintext, because the listener
+    // says to continue (as Istio's do).
+    let mut l = with_filters(listener("l", "banner"), &[ListenerFilter::TlsInspector]);
+    l.listener_filters_timeout = Some(Duration::from_millis(200));
+    l.continue_on_listener_filters_timeout = true;
     let proxy = start_with(
         snapshot(
             vec![l],
             vec![static_cluster("banner", &[named_echo("banner").await])],
         ),
-        Options {
-            listener_filters_timeout: Duration::from_millis(200),
-            ..options()
-        },
+        options(),
     )
     .await;
     let mut s = connect(addr(&proxy, "l")).await;
     assert_eq!(read_line(&mut s).await, "banner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_timeout_closes_unless_the_listener_continues() {
+    let mut l = with_filters(listener("l", "banner"), &[ListenerFilter::TlsInspector]);
+    l.listener_filters_timeout = Some(Duration::from_millis(200));
+    l.continue_on_listener_filters_timeout = false;
+    let proxy = start_with(
+        snapshot(
+            vec![l],
+            vec![static_cluster("banner", &[named_echo("banner").await])],
+        ),
+        options(),
+    )
+    .await;
+    let mut s = connect(addr(&proxy, "l")).await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the proxy closes the connection at the filter timeout")
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "no upstream bytes may arrive: the connection is closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod ads_server;
+pub mod ca;
 pub mod client;
 pub mod clients;
 pub mod error;
@@ -46,11 +48,15 @@ pub mod istioctl;
 pub mod istiod;
 pub mod netns;
 pub mod peers;
+pub mod pki;
 pub mod process;
 pub mod require;
 pub mod rules;
+pub mod tempdir;
 pub mod topology;
 
+pub use ads_server::{AdsServer, Received};
+pub use ca::{CaStats, Fault, TestCa, TestCaOptions};
 pub use client::{Exchange, read_to_eof, tcp_connect, tcp_exchange, wait_for_tcp};
 pub use error::Error;
 pub use gobuild::{GoBinaries, go_binaries};
@@ -60,7 +66,9 @@ pub use netns::{Netns, run_ok, unique_name};
 pub use peers::http::{HttpServer, Request};
 pub use peers::tcp::{Connection, TcpServer};
 pub use peers::udp::{Datagram, UdpServer, udp_exchange};
+pub use pki::{IssuedCert, LeafSpec, TestKey, TestPki};
 pub use process::{Process, ProcessBuilder};
 pub use require::{require_root, require_tools};
 pub use rules::{ip6tables_save, iptables_save, nft_ruleset};
+pub use tempdir::TempDir;
 pub use topology::{Node, Topology, TopologyBuilder, VmAndMesh, service_ip, service_ipv6};

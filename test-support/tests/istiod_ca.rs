@@ -8,40 +8,23 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+use certs::CertsConfig;
+use certs::proto::istio_certificate_service_client::IstioCertificateServiceClient;
+use certs::proto::{IstioCertificateRequest, IstioCertificateResponse};
+use certs::source::CaSource;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use test_support::IstiodServer;
+use test_support::{IstiodServer, TempDir};
 use tokio::net::TcpStream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request};
 
 use istiod_common::{BACKEND_CLUSTER, CDS, MESH, PUSH_TIMEOUT, decode, vm_node};
 
-/// The Istio CA's messages (istio.io/api security/v1alpha1/ca.proto, package istio.v1.auth).
-mod ca_proto {
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct IstioCertificateRequest {
-        #[prost(string, tag = "1")]
-        pub csr: String,
-        #[prost(int64, tag = "3")]
-        pub validity_duration: i64,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct IstioCertificateResponse {
-        #[prost(string, repeated, tag = "1")]
-        pub cert_chain: Vec<String>,
-    }
-}
-
-use ca_proto::{IstioCertificateRequest, IstioCertificateResponse};
-
-const CREATE_CERTIFICATE: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
 const TOKEN: &str = "vm-bootstrap-token";
 const VM_ID: &str = "spiffe://cluster.local/ns/ns/sa/vm";
 /// The name istiod's serving certificate carries, as the proxy's discovery address has it.
@@ -107,22 +90,17 @@ async fn create_certificate(
     csr: &str,
     token: Option<&str>,
 ) -> Result<IstioCertificateResponse, tonic::Status> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("CA channel ready");
     let mut req = Request::new(IstioCertificateRequest {
         csr: csr.to_string(),
         validity_duration: 3600,
+        metadata: None,
     });
     if let Some(token) = token {
         let value = format!("Bearer {token}").parse().expect("header value");
         req.metadata_mut().insert("authorization", value);
     }
-    let call = grpc.unary(
-        req,
-        PathAndQuery::from_static(CREATE_CERTIFICATE),
-        tonic_prost::ProstCodec::default(),
-    );
-    tokio::time::timeout(PUSH_TIMEOUT, call)
+    let mut client = IstioCertificateServiceClient::new(channel);
+    tokio::time::timeout(PUSH_TIMEOUT, client.create_certificate(req))
         .await
         .expect("CreateCertificate timed out")
         .map(tonic::Response::into_inner)
@@ -257,4 +235,43 @@ async fn tls_ads_serves_only_authenticated_proxies() {
         .await
         .expect_err("TLS ADS served an unauthenticated proxy");
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused}");
+}
+
+/// vm-proxy's own CA client (the certs crate, configured from pilot-agent's variables) gets
+/// a certificate from istiod's CA with the token, then renews it without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_proxy_ca_client_bootstraps_and_renews_against_istiods_ca() {
+    let istiod = secure_istiod();
+    let dir = TempDir::new("istiod-ca-client");
+    let addr = istiod.secure_addr.expect("secure address").to_string();
+    let root = istiod.root_cert().expect("root cert").display().to_string();
+    let certs = dir.path().display().to_string();
+    let vars = [
+        ("CA_ADDR", addr.as_str()),
+        ("ISTIOD_SAN", ISTIOD_NAME),
+        ("CA_ROOT_CA", root.as_str()),
+        ("PROV_CERT", certs.as_str()),
+        ("OUTPUT_CERTS", ""),
+        ("ISTIO_META_CLUSTER_ID", "Kubernetes"),
+        ("POD_NAMESPACE", "ns"),
+        ("SERVICE_ACCOUNT", "vm"),
+    ];
+    let mut cfg = CertsConfig::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .expect("certs config");
+    cfg.ca.token_path = dir.join("istio-token");
+    std::fs::write(&cfg.ca.token_path, TOKEN).expect("write token");
+    let source = CaSource::new(cfg.ca.clone(), cfg.spiffe_id.clone());
+
+    let issued = source
+        .fetch(None)
+        .await
+        .unwrap_or_else(|e| panic!("bootstrap with the token: {e}\n{}", istiod.logs()));
+    assert_eq!(issued.identity.spiffe_id().to_string(), VM_ID);
+
+    std::fs::remove_file(&cfg.ca.token_path).expect("remove token");
+    let renewed = source
+        .fetch(Some(&issued.identity))
+        .await
+        .unwrap_or_else(|e| panic!("renewal over mTLS: {e}\n{}", istiod.logs()));
+    assert_eq!(renewed.identity.spiffe_id().to_string(), VM_ID);
 }

@@ -32,6 +32,8 @@ pub(crate) enum InspectError {
         inspector: &'static str,
         limit: usize,
     },
+    #[error("listener filters did not finish within listener_filters_timeout")]
+    Timeout,
     #[error("peeking at the connection: {0}")]
     Io(#[from] io::Error),
 }

@@ -74,6 +74,8 @@ pub fn listener(name: &str, cluster: &str) -> Listener {
             tcp_proxy(cluster),
         )],
         default_filter_chain: None,
+        listener_filters_timeout: Some(Duration::from_secs(15)),
+        continue_on_listener_filters_timeout: false,
     }
 }
 
@@ -89,11 +91,16 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
         connect_timeout: Duration::from_secs(5),
         lb_policy: LbPolicy::RoundRobin,
         upstream_bind_address: None,
+        eds_service_name: None,
+        dns_lookup_family: Default::default(),
+        dns_refresh_rate: Duration::from_secs(5),
+        respect_dns_ttl: false,
         endpoints: endpoints
             .iter()
             .map(|&a| Endpoint {
                 address: EndpointAddress::Socket(a),
                 load_balancing_weight: 1,
+                health_status: Default::default(),
             })
             .collect(),
     }

@@ -18,6 +18,12 @@ pub struct Listener {
     /// `IP_TRANSPARENT` on the socket (TPROXY inbound).
     pub transparent: bool,
     pub listener_filters: Vec<ListenerFilter>,
+    /// How long the listener filters may wait for the bytes they inspect; `None` waits without
+    /// limit. Envoy's default is 15 s.
+    pub listener_filters_timeout: Option<Duration>,
+    /// On that timeout, carry on to filter chain matching with what was learned, instead of
+    /// closing the connection.
+    pub continue_on_listener_filters_timeout: bool,
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
 }

@@ -1,0 +1,221 @@
+//! Istio's real bootstrap and config dumps: the JSON step must take all of them; the model
+//! step may refuse what vm-proxy does not implement, but only as "unsupported".
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::admin::v3::ConfigDump;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::google::protobuf::Any;
+use prost::{Message, Name};
+use serde_json::Value;
+
+use super::shared_fixture;
+use crate::bootstrap::{BootstrapError, load_file, parse};
+use crate::decode::{self, DecodeError, Resource, ResourceKind};
+use crate::model::{DiscoveryType, EndpointAddress, LbPolicy};
+use crate::proto;
+
+const GOLDEN: &str = "pilot-agent-bootstrap-golden-default.json";
+const DUMPS: [&str; 3] = [
+    "sidecar-full-config_dump-geo-istio-1.18.2.json",
+    "sidecar-lds-config_dump-httpbin-istio-2023-06.json",
+    "sidecar-eds-config_dump-bookinfo-istio-2022-07.json",
+];
+
+fn read(name: &str) -> String {
+    let path = shared_fixture(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("reading {path}: {err}"))
+}
+
+#[test]
+fn golden_bootstrap_parses_whole() {
+    let bootstrap = parse(&read(GOLDEN), GOLDEN).unwrap();
+    assert_eq!(
+        bootstrap.node.as_ref().unwrap().id,
+        "sidecar~1.2.3.4~foo~bar"
+    );
+    let statics = bootstrap.static_resources.as_ref().unwrap();
+    assert_eq!(statics.listeners.len(), 2);
+    assert_eq!(statics.clusters.len(), 4);
+    let ads = bootstrap
+        .dynamic_resources
+        .as_ref()
+        .unwrap()
+        .ads_config
+        .as_ref()
+        .unwrap();
+    assert_eq!(ads.api_type().as_str_name(), "DELTA_GRPC");
+}
+
+#[test]
+fn golden_bootstrap_is_refused_with_reasons() {
+    let err = load_file(std::path::Path::new(&shared_fixture(GOLDEN))).unwrap_err();
+    let BootstrapError::Resources { origin, errors } = &err else {
+        panic!("expected resource errors, got {err:?}")
+    };
+    assert!(origin.ends_with(GOLDEN));
+    for e in errors {
+        assert!(
+            matches!(e, DecodeError::Unsupported { .. }),
+            "not an unsupported feature: {e}"
+        );
+    }
+    let about = |resource: &Resource| -> Vec<String> {
+        errors
+            .iter()
+            .filter(|e| matches!(e, DecodeError::Unsupported { resource: r, .. } if r == resource))
+            .map(ToString::to_string)
+            .collect()
+    };
+    let bootstrap = about(&Resource::bootstrap()).join("\n");
+    for part in [
+        "stats_config",
+        "layered_runtime",
+        "bootstrap_extensions",
+        "admin: access_log",
+    ] {
+        assert!(bootstrap.contains(part), "{part} missing from {bootstrap}");
+    }
+    for listener in ["0.0.0.0_15090", "0.0.0.0_15021"] {
+        let why = about(&Resource::listener(listener)).join("\n");
+        assert!(
+            why.contains("envoy.filters.network.http_connection_manager"),
+            "{listener}: {why}"
+        );
+    }
+    let sds = about(&Resource::cluster("sds-grpc")).join("\n");
+    assert!(sds.contains("Unix socket"), "{sds}");
+    let xds = about(&Resource::cluster("xds-grpc")).join("\n");
+    assert!(
+        xds.contains("circuit_breakers") && xds.contains("upstream_connection_options"),
+        "{xds}"
+    );
+    assert_eq!(errors.len(), 6, "{err}");
+}
+
+#[test]
+fn golden_bootstrap_static_clusters_on_ip_decode() {
+    let bootstrap = parse(&read(GOLDEN), GOLDEN).unwrap();
+    let clusters = &bootstrap.static_resources.as_ref().unwrap().clusters;
+    for (name, port) in [("prometheus_stats", 15000), ("agent", 15020)] {
+        let pb = clusters.iter().find(|c| c.name == name).unwrap();
+        let c = decode::cluster(pb).unwrap();
+        assert_eq!(c.discovery, DiscoveryType::Static);
+        assert_eq!(c.lb_policy, LbPolicy::RoundRobin);
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(
+            c.endpoints[0].address,
+            EndpointAddress::Socket(([127, 0, 0, 1], port).into())
+        );
+    }
+}
+
+#[test]
+fn config_dumps_parse_whole() {
+    for name in DUMPS {
+        let dump = proto::from_json_str::<ConfigDump>(&read(name))
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert!(!dump.configs.is_empty(), "{name}");
+    }
+}
+
+/// Every JSON object in the document with the given `@type`, wherever it sits.
+fn typed_objects<'a>(value: &'a Value, type_name: &str, out: &mut Vec<&'a Value>) {
+    match value {
+        Value::Object(map) => {
+            if map.get("@type").and_then(Value::as_str)
+                == Some(&format!("type.googleapis.com/{type_name}"))
+            {
+                out.push(value);
+            }
+            map.values().for_each(|v| typed_objects(v, type_name, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| typed_objects(v, type_name, out)),
+        _ => {}
+    }
+}
+
+/// Each resource of type `T` in the dumps, transcoded from JSON on its own.
+fn resources<T: Message + Name + Default>() -> Vec<(String, T)> {
+    let mut all = Vec::new();
+    for name in DUMPS {
+        let json: Value = serde_json::from_str(&read(name)).unwrap();
+        let mut found = Vec::new();
+        typed_objects(&json, &T::full_name(), &mut found);
+        for (i, object) in found.into_iter().enumerate() {
+            let any: Any = proto::from_json_value(object.clone())
+                .unwrap_or_else(|err| panic!("{name}: {} #{i}: {err}", T::full_name()));
+            let msg = T::decode(any.value.as_slice()).unwrap();
+            all.push((format!("{name} #{i}"), msg));
+        }
+    }
+    all
+}
+
+#[test]
+fn every_dumped_listener_transcodes_and_decodes_or_is_unsupported() {
+    let listeners = resources::<Listener>();
+    assert_eq!(listeners.len(), 144 + 29, "listener objects in the dumps");
+    let mut accepted = 0;
+    for (place, pb) in &listeners {
+        match decode::listener(pb) {
+            Ok(l) => {
+                accepted += 1;
+                assert!(!l.filter_chains.is_empty() || l.default_filter_chain.is_some());
+            }
+            Err(DecodeError::Unsupported { resource, what }) => {
+                assert_eq!(resource.kind, ResourceKind::Listener);
+                assert!(!what.is_empty(), "{place}");
+            }
+            Err(other) => panic!("{place}: {other}"),
+        }
+    }
+    // Every Istio listener carries istio.stats, access logs or an HTTP connection manager.
+    assert_eq!(accepted, 0);
+}
+
+#[test]
+fn every_dumped_cluster_transcodes_and_decodes_or_is_unsupported() {
+    let clusters = resources::<Cluster>();
+    assert_eq!(clusters.len(), 143);
+    let mut accepted = Vec::new();
+    for (place, pb) in &clusters {
+        match decode::cluster(pb) {
+            Ok(c) => accepted.push(c),
+            Err(DecodeError::Unsupported { .. }) => {}
+            Err(other) => panic!("{place}: {other}"),
+        }
+    }
+    let names: Vec<&str> = accepted.iter().map(|c| &*c.name).collect();
+    assert!(names.contains(&"BlackHoleCluster"), "{names:?}");
+    let blackhole = accepted
+        .iter()
+        .find(|c| &*c.name == "BlackHoleCluster")
+        .unwrap();
+    assert_eq!(blackhole.connect_timeout, Duration::from_secs(10));
+    assert!(blackhole.endpoints.is_empty());
+}
+
+#[test]
+fn every_dumped_load_assignment_decodes() {
+    let assignments = resources::<ClusterLoadAssignment>();
+    assert_eq!(assignments.len(), 143 + 37);
+    let mut endpoints = 0;
+    for (place, pb) in &assignments {
+        let resource = Resource {
+            kind: ResourceKind::ClusterLoadAssignment,
+            name: pb.cluster_name.clone(),
+        };
+        match decode::endpoints(&decode::Ctx::new(&resource), pb, false) {
+            Ok(e) => endpoints += e.len(),
+            Err(err @ DecodeError::Unsupported { .. }) => {
+                assert!(err.to_string().contains("Unix socket"), "{place}: {err}");
+            }
+            Err(other) => panic!("{place}: {other}"),
+        }
+    }
+    assert!(endpoints > 100, "{endpoints}");
+}

@@ -1,0 +1,140 @@
+//! `ClusterLoadAssignment` (a cluster's inline `load_assignment`, and later EDS) → endpoints.
+
+use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
+    cluster_load_assignment::Policy, lb_endpoint::HostIdentifier,
+};
+
+use super::address::endpoint_address;
+use super::error::{Ctx, DecodeError};
+use crate::model;
+
+/// The endpoints of a load assignment, in order. `dns_names` allows host names instead of IPs
+/// (STRICT_DNS / LOGICAL_DNS clusters).
+pub(crate) fn endpoints(
+    ctx: &Ctx,
+    pb: &ClusterLoadAssignment,
+    dns_names: bool,
+) -> Result<Vec<model::Endpoint>, DecodeError> {
+    let ClusterLoadAssignment {
+        cluster_name,
+        endpoints,
+        named_endpoints,
+        policy,
+    } = pb;
+    if cluster_name.is_empty() {
+        return Err(ctx.invalid("cluster_name", "must not be empty"));
+    }
+    ctx.unsupported_fields()
+        .check("named_endpoints", !named_endpoints.is_empty())
+        .finish()?;
+    if let Some(policy) = policy {
+        check_policy(&ctx.at("policy"), policy)?;
+    }
+    let mut out = Vec::new();
+    for (i, locality) in endpoints.iter().enumerate() {
+        let ctx = ctx.at_index("endpoints", i);
+        let LocalityLbEndpoints {
+            locality: _, // only zone-aware routing reads it, and that needs common_lb_config (rejected)
+            metadata: _, // inert data for filters; none of the supported ones reads it
+            lb_endpoints,
+            load_balancing_weight,
+            priority,
+            proximity: _, // not implemented by Envoy either
+            lb_config,
+        } = locality;
+        ctx.unsupported_fields()
+            .check("priority (other than 0)", *priority != 0)
+            .check("lb_config", lb_config.is_some())
+            .finish()?;
+        // Locality weights only apply with locality-weighted balancing (common_lb_config,
+        // rejected), but Envoy still validates them.
+        if load_balancing_weight.is_some_and(|w| w.value == 0) {
+            return Err(ctx.invalid("load_balancing_weight", "must be at least 1"));
+        }
+        for (j, lb_endpoint) in lb_endpoints.iter().enumerate() {
+            out.push(endpoint(
+                &ctx.at_index("lb_endpoints", j),
+                lb_endpoint,
+                dns_names,
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+fn check_policy(ctx: &Ctx, pb: &Policy) -> Result<(), DecodeError> {
+    let Policy {
+        drop_overloads,
+        // Spill-over between priorities and localities; with priority 0 only and no locality
+        // weighting there is nothing to spill between.
+        overprovisioning_factor,
+        endpoint_stale_after,
+        weighted_priority_health,
+    } = pb;
+    ctx.unsupported_fields()
+        .check("drop_overloads", !drop_overloads.is_empty())
+        .check("endpoint_stale_after", endpoint_stale_after.is_some())
+        .check("weighted_priority_health", *weighted_priority_health)
+        .finish()?;
+    if overprovisioning_factor.is_some_and(|f| f.value == 0) {
+        return Err(ctx.invalid("overprovisioning_factor", "must be above 0"));
+    }
+    Ok(())
+}
+
+fn endpoint(ctx: &Ctx, pb: &LbEndpoint, dns_names: bool) -> Result<model::Endpoint, DecodeError> {
+    let LbEndpoint {
+        health_status,
+        metadata: _, // read by transport_socket_matches and subsets, both rejected
+        load_balancing_weight,
+        host_identifier,
+    } = pb;
+    let endpoint = match host_identifier {
+        Some(HostIdentifier::Endpoint(endpoint)) => endpoint,
+        Some(HostIdentifier::EndpointName(name)) => {
+            return Err(ctx.unsupported(format!("endpoint_name {name:?}")));
+        }
+        None => return Err(ctx.invalid("endpoint", "an endpoint is required")),
+    };
+    let ep_ctx = ctx.at("endpoint");
+    let Endpoint {
+        address,
+        health_check_config: _, // used by active health checks only, which are rejected
+        hostname: _,            // used by HTTP host rewriting only
+        additional_addresses,
+        observability_name: _, // a stats/log label
+    } = endpoint;
+    ep_ctx
+        .unsupported_fields()
+        .check("additional_addresses", !additional_addresses.is_empty())
+        .finish()?;
+    let address = endpoint_address(&ep_ctx, "address", address.as_ref(), dns_names)?;
+    let load_balancing_weight = match load_balancing_weight {
+        None => 1,
+        Some(w) if w.value == 0 => {
+            return Err(ctx.invalid("load_balancing_weight", "must be at least 1"));
+        }
+        Some(w) => w.value,
+    };
+    let health_status = match HealthStatus::try_from(*health_status) {
+        Ok(HealthStatus::Unknown) => model::HealthStatus::Unknown,
+        Ok(HealthStatus::Healthy) => model::HealthStatus::Healthy,
+        Ok(HealthStatus::Unhealthy) => model::HealthStatus::Unhealthy,
+        Ok(HealthStatus::Draining) => model::HealthStatus::Draining,
+        Ok(HealthStatus::Timeout) => model::HealthStatus::Timeout,
+        Ok(HealthStatus::Degraded) => model::HealthStatus::Degraded,
+        Err(_) => {
+            return Err(ctx.invalid(
+                "health_status",
+                format!("unknown health status {health_status}"),
+            ));
+        }
+    };
+    Ok(model::Endpoint {
+        address,
+        load_balancing_weight,
+        health_status,
+    })
+}

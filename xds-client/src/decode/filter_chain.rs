@@ -1,0 +1,265 @@
+//! Filter chains, their match criteria and their network filters.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, filter, filter_chain_match::ConnectionSourceType,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+use ipnet::IpNet;
+
+use super::address::{cidr, port};
+use super::error::{Ctx, DecodeError};
+use super::extension::Extension;
+use super::tcp_proxy::tcp_proxy;
+use crate::model;
+
+#[allow(deprecated)] // deprecated fields still arrive in configs and are judged like the rest
+pub(crate) fn filter_chain(ctx: &Ctx, pb: &FilterChain) -> Result<model::FilterChain, DecodeError> {
+    let FilterChain {
+        filter_chain_match,
+        filters,
+        use_proxy_proto,
+        metadata: _, // inert data for filters; none of the supported ones reads it
+        transport_socket,
+        transport_socket_connect_timeout: _, // bounds a handshake; raw_buffer, the only socket accepted, has none
+        name,
+    } = pb;
+    ctx.unsupported_fields()
+        .check_msg("use_proxy_proto", use_proxy_proto)
+        .finish()?;
+    plaintext_transport_socket(&ctx.at("transport_socket"), transport_socket.as_ref())?;
+    let filter_chain_match = filter_chain_match
+        .as_ref()
+        .map(|m| chain_match(&ctx.at("filter_chain_match"), m))
+        .transpose()?
+        .unwrap_or_default();
+    Ok(model::FilterChain {
+        name: Arc::from(name.as_str()),
+        filter_chain_match,
+        filters: network_filters(ctx, filters)?,
+    })
+}
+
+/// Accepts no transport socket or `raw_buffer` (the same thing: plaintext); rejects the rest.
+pub(crate) fn plaintext_transport_socket(
+    ctx: &Ctx,
+    socket: Option<&TransportSocket>,
+) -> Result<(), DecodeError> {
+    let Some(TransportSocket { name, config_type }) = socket else {
+        return Ok(());
+    };
+    let typed_config = config_type.as_ref().map(|c| match c {
+        transport_socket::ConfigType::TypedConfig(any) => any,
+    });
+    let ext = Extension::new(ctx, name, typed_config)?;
+    if ext.is::<RawBuffer>("envoy.transport_sockets.raw_buffer") {
+        let RawBuffer {} = ext.config(ctx)?;
+        Ok(())
+    } else {
+        Err(ctx.unsupported(format!("transport socket {ext}")))
+    }
+}
+
+fn chain_match(ctx: &Ctx, pb: &FilterChainMatch) -> Result<model::FilterChainMatch, DecodeError> {
+    let FilterChainMatch {
+        destination_port,
+        prefix_ranges,
+        address_suffix,
+        suffix_len,
+        direct_source_prefix_ranges,
+        source_type,
+        source_prefix_ranges,
+        source_ports,
+        server_names,
+        transport_protocol,
+        application_protocols,
+    } = pb;
+    ctx.unsupported_fields()
+        .check("address_suffix", !address_suffix.is_empty())
+        .check("suffix_len", suffix_len.is_some())
+        .check(
+            "direct_source_prefix_ranges",
+            !direct_source_prefix_ranges.is_empty(),
+        )
+        .finish()?;
+
+    let destination_port = destination_port
+        .map(|p| port(ctx, "destination_port", p.value))
+        .transpose()?;
+    let prefix_ranges = cidrs(ctx, "prefix_ranges", prefix_ranges)?;
+    let source_prefix_ranges = cidrs(ctx, "source_prefix_ranges", source_prefix_ranges)?;
+    let source_ports = source_ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| port(ctx, &format!("source_ports[{i}]"), *p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let source_type = match ConnectionSourceType::try_from(*source_type) {
+        Ok(ConnectionSourceType::Any) => model::SourceType::Any,
+        Ok(ConnectionSourceType::SameIpOrLoopback) => model::SourceType::SameIpOrLoopback,
+        Ok(ConnectionSourceType::External) => model::SourceType::External,
+        Err(_) => {
+            return Err(ctx.invalid("source_type", format!("unknown source type {source_type}")));
+        }
+    };
+    for (i, server_name) in server_names.iter().enumerate() {
+        if !valid_server_name(server_name) {
+            return Err(ctx.invalid(
+                &format!("server_names[{i}]"),
+                format!("{server_name:?}: partial wildcards are not supported"),
+            ));
+        }
+    }
+    Ok(model::FilterChainMatch {
+        destination_port,
+        prefix_ranges,
+        server_names: arcs(server_names),
+        transport_protocol: (!transport_protocol.is_empty())
+            .then(|| Arc::from(transport_protocol.as_str())),
+        application_protocols: arcs(application_protocols),
+        source_type,
+        source_prefix_ranges,
+        source_ports,
+    })
+}
+
+/// Envoy takes exact names and `*.suffix` wildcards only.
+fn valid_server_name(name: &str) -> bool {
+    match name.strip_prefix("*.") {
+        Some(rest) => !rest.contains('*'),
+        None => !name.contains('*'),
+    }
+}
+
+fn cidrs(
+    ctx: &Ctx,
+    field: &str,
+    ranges: &[envoy_types::pb::envoy::config::core::v3::CidrRange],
+) -> Result<Vec<IpNet>, DecodeError> {
+    ranges
+        .iter()
+        .enumerate()
+        .map(|(i, r)| cidr(&ctx.at_index(field, i), r))
+        .collect()
+}
+
+fn arcs(values: &[String]) -> Vec<Arc<str>> {
+    values.iter().map(|v| Arc::from(v.as_str())).collect()
+}
+
+fn network_filters(
+    ctx: &Ctx,
+    filters: &[Filter],
+) -> Result<Vec<model::NetworkFilter>, DecodeError> {
+    let last = filters.len().saturating_sub(1);
+    filters
+        .iter()
+        .enumerate()
+        .map(|(i, f)| network_filter(&ctx.at_index("filters", i), f, i == last))
+        .collect()
+}
+
+fn network_filter(
+    ctx: &Ctx,
+    pb: &Filter,
+    is_last: bool,
+) -> Result<model::NetworkFilter, DecodeError> {
+    let Filter { name, config_type } = pb;
+    if name.is_empty() {
+        return Err(ctx.invalid("name", "a network filter needs a name"));
+    }
+    let typed_config = match config_type {
+        Some(filter::ConfigType::TypedConfig(any)) => Some(any),
+        Some(filter::ConfigType::ConfigDiscovery(_)) => {
+            return Err(ctx.unsupported(format!("{name:?}: config_discovery (ECDS)")));
+        }
+        None => None,
+    };
+    let ext = Extension::new(ctx, name, typed_config)?;
+    if ext.is::<TcpProxy>("envoy.filters.network.tcp_proxy") {
+        if !is_last {
+            return Err(ctx.invalid(
+                "",
+                format!("terminal filter {ext} must be the last filter in a network filter chain"),
+            ));
+        }
+        let config: TcpProxy = ext.config(ctx)?;
+        Ok(model::NetworkFilter::TcpProxy(tcp_proxy(
+            &ctx.at("typed_config"),
+            &config,
+        )?))
+    } else {
+        // Network filters have no `is_optional` in Envoy: an unknown one always fails the listener.
+        Err(ctx.unsupported(format!("network filter {ext}")))
+    }
+}
+
+/// One point of Envoy's filter chain match space; `None` stands for "any".
+type MatchPoint = (
+    Option<u16>,
+    Option<IpNet>,
+    Option<Arc<str>>,
+    Option<Arc<str>>,
+    Option<Arc<str>>,
+    u8,
+    Option<IpNet>,
+    Option<u16>,
+);
+
+/// Envoy rejects a listener where two filter chains would match exactly the same connections
+/// for some combination of their criteria (lists are expanded into every combination).
+pub(crate) fn check_overlaps(ctx: &Ctx, chains: &[model::FilterChain]) -> Result<(), DecodeError> {
+    let mut seen: HashMap<MatchPoint, usize> = HashMap::new();
+    for (index, chain) in chains.iter().enumerate() {
+        let m = &chain.filter_chain_match;
+        let source_type = match m.source_type {
+            model::SourceType::Any => 0,
+            model::SourceType::SameIpOrLoopback => 1,
+            model::SourceType::External => 2,
+        };
+        for prefix in any_of(&m.prefix_ranges) {
+            for server_name in any_of(&m.server_names) {
+                for alpn in any_of(&m.application_protocols) {
+                    for source_prefix in any_of(&m.source_prefix_ranges) {
+                        for source_port in any_of(&m.source_ports) {
+                            let point = (
+                                m.destination_port,
+                                prefix,
+                                server_name.clone(),
+                                m.transport_protocol.clone(),
+                                alpn.clone(),
+                                source_type,
+                                source_prefix,
+                                source_port,
+                            );
+                            if let Some(first) = seen.insert(point, index)
+                                && first != index
+                            {
+                                return Err(ctx.invalid(
+                                    &format!("filter_chains[{index}]"),
+                                    format!(
+                                        "filter chain {:?} has the same matching rules as filter chain {:?} (filter_chains[{first}])",
+                                        chain.name, chains[first].name
+                                    ),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The values of a match list, or a single "any" for an empty list.
+fn any_of<T: Clone>(values: &[T]) -> Vec<Option<T>> {
+    if values.is_empty() {
+        vec![None]
+    } else {
+        values.iter().cloned().map(Some).collect()
+    }
+}

@@ -1,0 +1,27 @@
+//! Envoy resources (prost types of `envoy-types`) → vm-proxy's [`crate::model`].
+//!
+//! The same functions serve bootstrap files, xDS responses and config dumps. Each one takes
+//! every field of its message into account: a field is carried into the model, documented as
+//! having no effect on vm-proxy, or — when set — rejected as [`DecodeError::Unsupported`], so
+//! that nothing vm-proxy does not implement is silently dropped.
+
+mod address;
+mod cluster;
+mod endpoint;
+mod error;
+mod extension;
+mod filter_chain;
+mod listener;
+mod tcp_proxy;
+mod time;
+
+pub(crate) use address::ip_socket_address;
+pub(crate) use cluster::cluster;
+pub(crate) use endpoint::endpoints;
+pub(crate) use error::Ctx;
+pub use error::{DecodeError, Resource, ResourceKind};
+pub(crate) use extension::type_name_of;
+pub(crate) use listener::listener;
+
+#[cfg(test)]
+mod tests;

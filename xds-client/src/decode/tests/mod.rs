@@ -1,0 +1,6 @@
+//! Unit tests of the decode rules, with resources written in Envoy's JSON form.
+
+mod cluster;
+mod filter_chain;
+mod listener;
+mod tcp_proxy;
