@@ -523,3 +523,39 @@ fn runs_inside_a_network_namespace() {
     let configz = istiod.debug("configz").expect("configz");
     assert!(configz.contains("backend-2"), "{configz}");
 }
+
+#[test]
+fn mesh_config_is_istiods() {
+    let istiod = IstiodServer::builder()
+        .mesh("trustDomain: example.org\noutboundTrafficPolicy: {mode: REGISTRY_ONLY}\n")
+        .start();
+    let mesh = istiod.debug("mesh").expect("debug/mesh");
+    // REGISTRY_ONLY is the enum's zero value, so its JSON form is empty (the default is
+    // ALLOW_ANY).
+    assert!(
+        mesh.contains(r#""trustDomain":"example.org""#)
+            && mesh.contains(r#""outboundTrafficPolicy":{}"#),
+        "{mesh}"
+    );
+    // Defaults fill in what the file leaves out, as istiod's own mesh reader does.
+    assert!(mesh.contains("rootNamespace"), "{mesh}");
+}
+
+#[test]
+fn mesh_config_istiod_rejects_fails_start() {
+    let err = IstiodServer::builder()
+        .mesh("outboundTrafficPolicy: {mode: NOPE}\n")
+        .try_start()
+        .err()
+        .expect("istiod started with a bad MeshConfig");
+    match err {
+        IstiodError::Exited { status, stderr } => {
+            assert!(!status.success());
+            assert!(
+                stderr.contains("--mesh") && stderr.contains("NOPE"),
+                "{stderr}"
+            );
+        }
+        other => panic!("expected an exit, got {other}"),
+    }
+}
