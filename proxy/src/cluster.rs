@@ -208,6 +208,7 @@ mod tests {
                 ))),
                 load_balancing_weight: w,
                 health_status: Default::default(),
+                transport_socket_metadata: Default::default(),
             })
             .collect();
         Arc::new(ClusterState::new(Arc::new(Cluster {
@@ -220,6 +221,8 @@ mod tests {
             dns_lookup_family: Default::default(),
             dns_refresh_rate: Duration::from_secs(5),
             respect_dns_ttl: false,
+            transport_socket: Default::default(),
+            transport_socket_matches: Vec::new(),
             endpoints,
         })))
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 
-use xds_client::model::{DiscoveryType, LbPolicy, NetworkFilter, Snapshot};
+use xds_client::model::{DiscoveryType, LbPolicy, NetworkFilter, Snapshot, TransportSocket};
 
 use crate::error::Error;
 use crate::original_dst::canonical;
@@ -26,6 +26,14 @@ pub(crate) fn snapshot(s: &Snapshot) -> Result<(), Error> {
             ));
         }
         for chain in l.filter_chains.iter().chain(&l.default_filter_chain) {
+            // The decoder understands TLS transport sockets, but the data path does not
+            // speak TLS yet: refusing the snapshot beats serving TLS clients plaintext.
+            if matches!(chain.transport_socket, TransportSocket::Tls(_)) {
+                return Err(Error::invalid(
+                    format!("listener {} filter chain {}", l.name, chain.name),
+                    "TLS transport sockets are not implemented by the data path yet",
+                ));
+            }
             let terminal = chain
                 .filters
                 .iter()
@@ -39,6 +47,19 @@ pub(crate) fn snapshot(s: &Snapshot) -> Result<(), Error> {
         }
     }
     for (name, c) in &s.clusters {
+        let tls = std::iter::once(&c.transport_socket)
+            .chain(
+                c.transport_socket_matches
+                    .iter()
+                    .map(|m| &m.transport_socket),
+            )
+            .any(|t| matches!(t, TransportSocket::Tls(_)));
+        if tls {
+            return Err(Error::invalid(
+                format!("cluster {name}"),
+                "TLS transport sockets are not implemented by the data path yet",
+            ));
+        }
         let original_dst = c.discovery == DiscoveryType::OriginalDst;
         let cluster_provided = c.lb_policy == LbPolicy::ClusterProvided;
         if original_dst != cluster_provided {
@@ -77,6 +98,8 @@ mod tests {
                 name: "c".into(),
                 filter_chain_match: FilterChainMatch::default(),
                 filters,
+                transport_socket: Default::default(),
+                transport_socket_connect_timeout: None,
             }],
             default_filter_chain: None,
             listener_filters_timeout: Some(Duration::from_secs(15)),
@@ -106,6 +129,8 @@ mod tests {
                 dns_lookup_family: Default::default(),
                 dns_refresh_rate: Duration::from_secs(5),
                 respect_dns_ttl: false,
+                transport_socket: Default::default(),
+                transport_socket_matches: Vec::new(),
                 endpoints: Vec::new(),
             }),
         );
@@ -161,5 +186,50 @@ mod tests {
             .to_string();
         assert!(e.starts_with("cluster x:"), "{e}");
         assert!(snapshot(&cluster(DiscoveryType::OriginalDst, LbPolicy::RoundRobin)).is_err());
+    }
+
+    fn tls() -> xds_client::model::CommonTls {
+        xds_client::model::CommonTls {
+            certificate_secret: "default".into(),
+            validation: xds_client::model::Validation {
+                trusted_ca: "ROOTCA".into(),
+                peer: xds_client::model::PeerMatch::Any,
+            },
+            alpn_protocols: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tls_transport_sockets_are_refused_until_the_data_path_speaks_tls() {
+        let mut l = listener("a", "127.0.0.1:0", vec![tcp()]);
+        Arc::make_mut(&mut l).filter_chains[0].transport_socket =
+            TransportSocket::Tls(xds_client::model::DownstreamTls {
+                require_client_certificate: true,
+                common: tls(),
+            });
+        let s = Snapshot {
+            listeners: vec![l],
+            ..Default::default()
+        };
+        let e = snapshot(&s).unwrap_err().to_string();
+        assert!(
+            e.contains("listener a filter chain c") && e.contains("TLS"),
+            "{e}"
+        );
+
+        let mut s = cluster(DiscoveryType::Static, LbPolicy::RoundRobin);
+        let c = s.clusters.get_mut("x").unwrap();
+        Arc::make_mut(c)
+            .transport_socket_matches
+            .push(xds_client::model::TransportSocketMatch {
+                name: "tlsMode-istio".into(),
+                criteria: Default::default(),
+                transport_socket: TransportSocket::Tls(xds_client::model::UpstreamTls {
+                    sni: None,
+                    common: tls(),
+                }),
+            });
+        let e = snapshot(&s).unwrap_err().to_string();
+        assert!(e.contains("cluster x") && e.contains("TLS"), "{e}");
     }
 }
