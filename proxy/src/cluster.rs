@@ -29,6 +29,8 @@ pub(crate) struct ClusterState {
 #[derive(Debug)]
 pub(crate) struct Pick {
     pub target: Target,
+    /// The index in the cluster's `endpoints` (none for ORIGINAL_DST).
+    pub endpoint: Option<usize>,
     _active: Option<ActiveGuard>,
 }
 
@@ -82,6 +84,7 @@ impl ClusterState {
             }
             return Ok(Pick {
                 target: Target::Socket(destination.addr),
+                endpoint: None,
                 _active: None,
             });
         }
@@ -107,6 +110,7 @@ impl ClusterState {
         self.active[index].fetch_add(1, Ordering::Relaxed);
         Ok(Pick {
             target,
+            endpoint: Some(self.hosts[index]),
             _active: Some(ActiveGuard {
                 cluster: self.clone(),
                 index,
