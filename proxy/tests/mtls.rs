@@ -199,3 +199,64 @@ async fn tls_without_an_identity_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// Reads `child`'s stdout until `expected` has arrived (or it ends), within [`WAIT`].
+async fn read_until(stdout: &mut tokio::process::ChildStdout, expected: &[u8]) -> Vec<u8> {
+    bounded("openssl output", async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(expected.len()).any(|w| w == expected) {
+            match stdout.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        got
+    })
+    .await
+}
+
+#[tokio::test]
+async fn openssl_s_client_with_a_mesh_certificate_reaches_the_app() {
+    test_support::require_tools(&["openssl"]);
+    let pki = TestPki::new(TD);
+    let (_server, inbound) = server_proxy(&pki, false).await;
+    let dir = test_support::TempDir::new("mtls-s-client");
+    pki.issue_spiffe(&pki.spiffe_id("ns", "openssl"), Duration::from_secs(3600))
+        .write_to(dir.path());
+    let mut child = tokio::process::Command::new("openssl")
+        .arg("s_client")
+        .args(["-connect", &inbound.to_string()])
+        .arg("-cert")
+        .arg(dir.path().join("cert-chain.pem"))
+        .arg("-key")
+        .arg(dir.path().join("key.pem"))
+        .arg("-CAfile")
+        .arg(dir.path().join("root-cert.pem"))
+        .args([
+            "-verify_return_error",
+            "-alpn",
+            "istio-peer-exchange,istio",
+            "-quiet",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    stdin.write_all(b"ping from openssl\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let got = read_until(&mut stdout, b"ping from openssl\n").await;
+    assert!(
+        got.windows(18).any(|w| w == b"ping from openssl\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    // -quiet implies -ign_eof: s_client stays until it is stopped.
+    drop(stdin);
+    child.start_kill().expect("stop openssl");
+    let _ = bounded("openssl exits", child.wait()).await;
+}
