@@ -65,8 +65,16 @@ pub(crate) fn server_name(
     }
 }
 
+/// The configured ALPN protocols, without `istio-peer-exchange`: a peer that negotiates it
+/// writes Istio's metadata-exchange preamble into the stream and expects one back, which
+/// vm-proxy does not speak yet; left out, Envoy peers fall back to plain mesh TCP.
 fn alpn(common: &CommonTls) -> Vec<&[u8]> {
-    common.alpn_protocols.iter().map(|p| p.as_bytes()).collect()
+    common
+        .alpn_protocols
+        .iter()
+        .map(|p| p.as_bytes())
+        .filter(|p| *p != certs::alpn::ISTIO_PEER_EXCHANGE)
+        .collect()
 }
 
 /// Terminates TLS on `stream` within `timeout`, requiring a client certificate whose
@@ -109,4 +117,38 @@ pub(crate) async fn connect(
     };
     let peer = peer_spiffe_id(stream.get_ref().1).map_err(TlsError::Peer)?;
     Ok((stream, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xds_client::model::Validation;
+
+    #[test]
+    fn peer_exchange_is_never_negotiated() {
+        let common = CommonTls {
+            certificate_secret: "default".into(),
+            validation: Validation {
+                trusted_ca: "ROOTCA".into(),
+                peer: PeerMatch::Any,
+            },
+            alpn_protocols: vec!["istio-peer-exchange".into(), "istio".into()],
+        };
+        assert_eq!(alpn(&common), vec![b"istio".as_slice()]);
+    }
+
+    #[test]
+    fn sni_is_the_configured_name_or_none_for_an_address() {
+        let target: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let sni: Arc<str> = "outbound_.80_._.a.ns.svc.cluster.local".into();
+        assert_eq!(
+            server_name(Some(&sni), target).unwrap().to_str(),
+            "outbound_.80_._.a.ns.svc.cluster.local"
+        );
+        assert!(matches!(
+            server_name(None, target).unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(server_name(Some(&"bad sni!".into()), target).is_err());
+    }
 }
