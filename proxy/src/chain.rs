@@ -155,6 +155,8 @@ mod tests {
             name: name.into(),
             filter_chain_match: m,
             filters: Vec::new(),
+            transport_socket: Default::default(),
+            transport_socket_connect_timeout: None,
         }
     }
 

@@ -29,6 +29,8 @@ pub(crate) struct ClusterState {
 #[derive(Debug)]
 pub(crate) struct Pick {
     pub target: Target,
+    /// The index in the cluster's `endpoints` (none for ORIGINAL_DST).
+    pub endpoint: Option<usize>,
     _active: Option<ActiveGuard>,
 }
 
@@ -82,6 +84,7 @@ impl ClusterState {
             }
             return Ok(Pick {
                 target: Target::Socket(destination.addr),
+                endpoint: None,
                 _active: None,
             });
         }
@@ -107,6 +110,7 @@ impl ClusterState {
         self.active[index].fetch_add(1, Ordering::Relaxed);
         Ok(Pick {
             target,
+            endpoint: Some(self.hosts[index]),
             _active: Some(ActiveGuard {
                 cluster: self.clone(),
                 index,
@@ -208,6 +212,7 @@ mod tests {
                 ))),
                 load_balancing_weight: w,
                 health_status: Default::default(),
+                transport_socket_metadata: Default::default(),
             })
             .collect();
         Arc::new(ClusterState::new(Arc::new(Cluster {
@@ -220,6 +225,8 @@ mod tests {
             dns_lookup_family: Default::default(),
             dns_refresh_rate: Duration::from_secs(5),
             respect_dns_ttl: false,
+            transport_socket: Default::default(),
+            transport_socket_matches: Vec::new(),
             endpoints,
         })))
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tracing::{debug, trace, warn};
-use xds_client::model::{Listener, ListenerFilter, NetworkFilter};
+use xds_client::model::{Listener, ListenerFilter, NetworkFilter, TransportSocket};
 
 use crate::chain::{self, MatchInput};
 use crate::drain::Connections;
@@ -14,6 +14,7 @@ use crate::options::Options;
 use crate::original_dst::{self, Destination};
 use crate::state::{Active, ConfigHolder};
 use crate::tcp_proxy;
+use crate::tls;
 
 /// What every connection task shares: the configuration, the connection count, the options.
 #[derive(Debug)]
@@ -112,12 +113,27 @@ async fn serve(
     };
     trace!(listener = %listener.name, chain = %chain.name, %peer, "filter chain selected");
     // tcp_proxy is terminal (validation keeps it last), so the first one takes the connection.
-    match chain.filters.first() {
-        Some(NetworkFilter::TcpProxy(tp)) => {
-            tcp_proxy::run(tp, stream, destination, active, options).await
+    let Some(NetworkFilter::TcpProxy(tp)) = chain.filters.first() else {
+        warn!(listener = %listener.name, chain = %chain.name, "filter chain has no network filter; closing");
+        return;
+    };
+    match &chain.transport_socket {
+        TransportSocket::Raw => {
+            tcp_proxy::run(tp, stream, None, destination, active, options).await
         }
-        None => {
-            warn!(listener = %listener.name, chain = %chain.name, "filter chain has no network filter; closing")
+        TransportSocket::Tls(config) => {
+            let timeout = chain
+                .transport_socket_connect_timeout
+                .unwrap_or(tls::DEFAULT_HANDSHAKE_TIMEOUT);
+            match tls::accept(config, options.identity.as_ref(), stream, timeout).await {
+                Ok((stream, peer_id)) => {
+                    debug!(listener = %listener.name, chain = %chain.name, %peer, peer_identity = %peer_id, "downstream TLS established");
+                    tcp_proxy::run(tp, stream, Some(peer_id), destination, active, options).await
+                }
+                Err(e) => {
+                    warn!(listener = %listener.name, chain = %chain.name, %peer, "downstream TLS refused: {e}; closing")
+                }
+            }
         }
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Bytes moved in each direction.
@@ -32,15 +31,19 @@ pub(crate) enum CopyError {
 
 /// Copies until both directions have ended, either side fails, or nothing moved for
 /// `idle_timeout`.
-pub(crate) async fn bidirectional(
-    downstream: &mut TcpStream,
-    upstream: &mut TcpStream,
+pub(crate) async fn bidirectional<D, U>(
+    downstream: &mut D,
+    upstream: &mut U,
     idle_timeout: Option<Duration>,
     buffer_size: usize,
-) -> Result<Transferred, CopyError> {
+) -> Result<Transferred, CopyError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let activity = Activity::new();
-    let (mut down_read, mut down_write) = downstream.split();
-    let (mut up_read, mut up_write) = upstream.split();
+    let (mut down_read, mut down_write) = tokio::io::split(downstream);
+    let (mut up_read, mut up_write) = tokio::io::split(upstream);
     let up = one_way(
         &mut down_read,
         &mut up_write,

@@ -29,6 +29,7 @@ mod socket;
 mod state;
 mod status;
 mod tcp_proxy;
+mod tls;
 mod upstream;
 mod validate;
 pub mod xds;

@@ -19,6 +19,9 @@ pub struct Options {
     /// Worker threads of the data-path runtime that [`crate::Proxy::run`] builds; `None` means
     /// one per CPU.
     pub worker_threads: Option<usize>,
+    /// The workload identity TLS transport sockets use (SDS secrets `default` and `ROOTCA`).
+    /// Without one, a snapshot with a TLS filter chain or cluster is refused.
+    pub identity: Option<certs::IdentityHandle>,
 }
 
 /// TCP keepalive probing: idle time before the first probe, interval between probes, and
@@ -51,6 +54,7 @@ impl Default for Options {
             keepalive: Some(Keepalive::default()),
             default_admin_address: SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),
             worker_threads: None,
+            identity: None,
         }
     }
 }

@@ -76,7 +76,7 @@ impl Proxy {
         runtime: Handle,
         admin_runtime: &Handle,
     ) -> Result<Proxy, Error> {
-        validate::snapshot(&snapshot)?;
+        validate::snapshot(&snapshot, options.identity.is_some())?;
         let admin_address = snapshot.admin.unwrap_or(options.default_admin_address);
         let shared = Arc::new(Shared {
             config: ConfigHolder::new(Active::new(Arc::new(Snapshot::default()))),
@@ -119,7 +119,7 @@ impl Proxy {
     /// held by a listener of the previous snapshot: then the snapshot stays active without
     /// it ([`Error::Rebind`]).
     pub async fn update(&self, snapshot: Snapshot) -> Result<(), Error> {
-        validate::snapshot(&snapshot)?;
+        validate::snapshot(&snapshot, self.inner.shared.options.identity.is_some())?;
         if snapshot
             .admin
             .is_some_and(|a| a != self.inner.admin_address)

@@ -2,26 +2,33 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use certs::SpiffeId;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
-use xds_client::model::{ClusterSpecifier, TcpProxy};
+use xds_client::model::{ClusterSpecifier, TcpProxy, TransportSocket};
 
 use crate::copy::{self, CopyError};
 use crate::options::Options;
 use crate::original_dst::Destination;
 use crate::state::Active;
+use crate::tls;
 use crate::upstream;
 
-/// Proxies `downstream` to an endpoint of the filter's cluster until both sides are done.
+/// Proxies `downstream` to an endpoint of the filter's cluster until both sides are done,
+/// over TLS when the endpoint's transport socket says so. `peer_identity` is the downstream
+/// client's verified SPIFFE ID when the filter chain terminated mTLS.
 /// Every failure ends in closing the downstream connection, which is all a TCP proxy can
 /// tell its client.
-pub(crate) async fn run(
+pub(crate) async fn run<D>(
     filter: &TcpProxy,
-    mut downstream: TcpStream,
+    mut downstream: D,
+    peer_identity: Option<SpiffeId>,
     destination: Destination,
     active: &Active,
     options: &Options,
-) {
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let Some(cluster_name) = pick_cluster(&filter.cluster) else {
         warn!(stat_prefix = %filter.stat_prefix, "tcp_proxy: every weighted cluster has weight 0; closing");
         return;
@@ -45,7 +52,7 @@ pub(crate) async fn run(
             return;
         }
     };
-    let mut up = match upstream::connect(
+    let up = match upstream::connect(
         target,
         spec.upstream_bind_address,
         spec.connect_timeout,
@@ -59,16 +66,34 @@ pub(crate) async fn run(
             return;
         }
     };
-    match copy::bidirectional(
-        &mut downstream,
-        &mut up,
-        filter.idle_timeout,
-        options.buffer_size,
-    )
-    .await
-    {
+    let endpoint = pick.endpoint.and_then(|i| spec.endpoints.get(i));
+    let result = match spec.transport_socket_for(endpoint) {
+        TransportSocket::Raw => relay(&mut downstream, up, filter, options).await,
+        TransportSocket::Tls(config) => {
+            // Envoy counts the handshake into connect_timeout; vm-proxy gives it its own.
+            let handshake = tls::connect(
+                config,
+                options.identity.as_ref(),
+                up,
+                target,
+                spec.connect_timeout,
+            );
+            match handshake.await {
+                Ok((up, server_id)) => {
+                    debug!(cluster = %spec.name, upstream = %target, server_identity = %server_id, "upstream TLS established");
+                    relay(&mut downstream, up, filter, options).await
+                }
+                Err(e) => {
+                    warn!(cluster = %spec.name, upstream = %target, "tcp_proxy: upstream TLS: {e}; closing");
+                    return;
+                }
+            }
+        }
+    };
+    let peer_identity = peer_identity.as_ref().map(SpiffeId::as_str);
+    match result {
         Ok(t) => debug!(
-            cluster = %spec.name, upstream = %target,
+            cluster = %spec.name, upstream = %target, downstream_identity = ?peer_identity,
             sent = t.downstream_to_upstream, received = t.upstream_to_downstream,
             "tcp_proxy: connection done"
         ),
@@ -80,6 +105,25 @@ pub(crate) async fn run(
         }
     }
     drop(pick);
+}
+
+async fn relay<D, U>(
+    downstream: &mut D,
+    mut upstream: U,
+    filter: &TcpProxy,
+    options: &Options,
+) -> Result<copy::Transferred, CopyError>
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    copy::bidirectional(
+        downstream,
+        &mut upstream,
+        filter.idle_timeout,
+        options.buffer_size,
+    )
+    .await
 }
 
 /// The cluster for this connection; a weighted choice like Envoy's (random, proportional to

@@ -56,6 +56,8 @@ pub fn chain(name: &str, m: FilterChainMatch, filter: NetworkFilter) -> FilterCh
         name: name.into(),
         filter_chain_match: m,
         filters: vec![filter],
+        transport_socket: Default::default(),
+        transport_socket_connect_timeout: None,
     }
 }
 
@@ -95,12 +97,15 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
         dns_lookup_family: Default::default(),
         dns_refresh_rate: Duration::from_secs(5),
         respect_dns_ttl: false,
+        transport_socket: Default::default(),
+        transport_socket_matches: Vec::new(),
         endpoints: endpoints
             .iter()
             .map(|&a| Endpoint {
                 address: EndpointAddress::Socket(a),
                 load_balancing_weight: 1,
                 health_status: Default::default(),
+                transport_socket_metadata: Default::default(),
             })
             .collect(),
     }

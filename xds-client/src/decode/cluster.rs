@@ -1,5 +1,6 @@
 //! `envoy.config.cluster.v3.Cluster` → [`model::Cluster`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{
         ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbConfig, LbPolicy,
+        TransportSocketMatch,
     },
 };
 use envoy_types::pb::envoy::config::core::v3::{
@@ -14,14 +16,15 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::google::protobuf::value::Kind;
 use prost::Name;
 
 use super::address::ip_socket;
 use super::endpoint::endpoints;
 use super::error::{Ctx, DecodeError, Problems, Resource};
 use super::extension::type_name_of;
-use super::filter_chain::plaintext_transport_socket;
 use super::time::duration_or;
+use super::tls::{transport_socket_of, upstream};
 use crate::model;
 
 /// Envoy's default `connect_timeout`.
@@ -104,10 +107,6 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
     problems.take(
         ctx.unsupported_fields()
             .check(
-                "transport_socket_matches",
-                !transport_socket_matches.is_empty(),
-            )
-            .check(
                 "transport_socket_matcher",
                 transport_socket_matcher.is_some(),
             )
@@ -166,10 +165,18 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             .check("lb_config", lb_config_set(lb_config.as_ref()))
             .finish(),
     );
-    problems.take(plaintext_transport_socket(
+    let transport_socket = problems.take(transport_socket_of(
         &ctx.at("transport_socket"),
         transport_socket.as_ref(),
+        upstream,
     ));
+    let transport_socket_matches = problems.take(
+        transport_socket_matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| socket_match(&ctx.at_index("transport_socket_matches", i), m))
+            .collect::<Result<Vec<_>, _>>(),
+    );
 
     let discovery = problems.take(discovery_of(&ctx, cluster_discovery_type.as_ref()));
     let lb_policy = discovery.and_then(|d| problems.take(lb_policy_of(&ctx, *lb_policy, d)));
@@ -240,6 +247,8 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             dns_lookup_family: dns_lookup_family?,
             dns_refresh_rate: dns_refresh_rate?,
             respect_dns_ttl: *respect_dns_ttl,
+            transport_socket: transport_socket?,
+            transport_socket_matches: transport_socket_matches?,
         })
     })();
     problems.finish(cluster)
@@ -311,6 +320,42 @@ fn load_assignment_endpoints(
             endpoints(&ctx.at("load_assignment"), la, dns_names)
         }
     }
+}
+
+fn socket_match(
+    ctx: &Ctx,
+    pb: &TransportSocketMatch,
+) -> Result<model::TransportSocketMatch, DecodeError> {
+    let TransportSocketMatch {
+        name,
+        r#match,
+        transport_socket,
+    } = pb;
+    if name.is_empty() {
+        return Err(ctx.invalid("name", "a transport socket match needs a name"));
+    }
+    let mut criteria = BTreeMap::new();
+    for (key, value) in r#match.iter().flat_map(|m| &m.fields) {
+        match &value.kind {
+            Some(Kind::StringValue(v)) => {
+                criteria.insert(Arc::from(key.as_str()), Arc::from(v.as_str()));
+            }
+            _ => {
+                return Err(ctx.unsupported(format!(
+                    "match.{key}: a criterion other than a string value"
+                )));
+            }
+        }
+    }
+    Ok(model::TransportSocketMatch {
+        name: Arc::from(name.as_str()),
+        criteria,
+        transport_socket: transport_socket_of(
+            &ctx.at("transport_socket"),
+            transport_socket.as_ref(),
+            upstream,
+        )?,
+    })
 }
 
 /// Whether an `lb_config` carries any setting (an all-defaults one configures nothing).

@@ -1,10 +1,14 @@
 //! `ClusterLoadAssignment` (a cluster's inline `load_assignment`, and later EDS) → endpoints.
 
-use envoy_types::pb::envoy::config::core::v3::HealthStatus;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints,
     cluster_load_assignment::Policy, lb_endpoint::HostIdentifier,
 };
+use envoy_types::pb::google::protobuf::value::Kind;
 
 use super::address::endpoint_address;
 use super::error::{Ctx, DecodeError, Problems};
@@ -93,7 +97,7 @@ fn check_policy(ctx: &Ctx, pb: &Policy) -> Result<(), DecodeError> {
 fn endpoint(ctx: &Ctx, pb: &LbEndpoint, dns_names: bool) -> Result<model::Endpoint, DecodeError> {
     let LbEndpoint {
         health_status,
-        metadata: _, // read by transport_socket_matches and subsets, both rejected
+        metadata,
         load_balancing_weight,
         host_identifier,
     } = pb;
@@ -142,5 +146,25 @@ fn endpoint(ctx: &Ctx, pb: &LbEndpoint, dns_names: bool) -> Result<model::Endpoi
         address,
         load_balancing_weight,
         health_status,
+        transport_socket_metadata: transport_socket_metadata(metadata.as_ref()),
     })
+}
+
+/// Filter metadata that picks an endpoint's transport socket
+/// (`transport_socket_matches`).
+const TRANSPORT_SOCKET_MATCH: &str = "envoy.transport_socket_match";
+
+/// The string entries of the endpoint's `envoy.transport_socket_match` metadata. Other
+/// metadata is read by nothing vm-proxy implements (subsets are rejected); non-string
+/// entries can never equal a match criterion, which are strings only.
+fn transport_socket_metadata(metadata: Option<&Metadata>) -> BTreeMap<Arc<str>, Arc<str>> {
+    metadata
+        .and_then(|m| m.filter_metadata.get(TRANSPORT_SOCKET_MATCH))
+        .into_iter()
+        .flat_map(|s| &s.fields)
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(v)) => Some((Arc::from(k.as_str()), Arc::from(v.as_str()))),
+            _ => None,
+        })
+        .collect()
 }

@@ -3,18 +3,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::{TransportSocket, transport_socket};
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, filter, filter_chain_match::ConnectionSourceType,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
-use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use ipnet::IpNet;
 
 use super::address::{cidr, port};
 use super::error::{Ctx, DecodeError, Problems};
 use super::extension::Extension;
 use super::tcp_proxy::tcp_proxy;
+use super::time::duration;
+use super::tls::{downstream, transport_socket_of};
 use crate::model;
 
 #[allow(deprecated)] // deprecated fields still arrive in configs and are judged like the rest
@@ -25,7 +25,7 @@ pub(crate) fn filter_chain(ctx: &Ctx, pb: &FilterChain) -> Result<model::FilterC
         use_proxy_proto,
         metadata: _, // inert data for filters; none of the supported ones reads it
         transport_socket,
-        transport_socket_connect_timeout: _, // bounds a handshake; raw_buffer, the only socket accepted, has none
+        transport_socket_connect_timeout,
         name,
     } = pb;
     let mut problems = Problems::new(ctx);
@@ -34,10 +34,20 @@ pub(crate) fn filter_chain(ctx: &Ctx, pb: &FilterChain) -> Result<model::FilterC
             .check_msg("use_proxy_proto", use_proxy_proto)
             .finish(),
     );
-    problems.take(plaintext_transport_socket(
+    let transport_socket = problems.take(transport_socket_of(
         &ctx.at("transport_socket"),
         transport_socket.as_ref(),
+        downstream,
     ));
+    let transport_socket_connect_timeout = problems
+        .take(
+            transport_socket_connect_timeout
+                .as_ref()
+                .map(|d| duration(ctx, "transport_socket_connect_timeout", d))
+                .transpose(),
+        )
+        .flatten()
+        .filter(|d| !d.is_zero());
     let filter_chain_match = problems
         .take(
             filter_chain_match
@@ -48,31 +58,16 @@ pub(crate) fn filter_chain(ctx: &Ctx, pb: &FilterChain) -> Result<model::FilterC
         .flatten()
         .unwrap_or_default();
     let filters = problems.take(network_filters(ctx, filters));
-    problems.finish(filters.map(|filters| model::FilterChain {
-        name: Arc::from(name.as_str()),
-        filter_chain_match,
-        filters,
-    }))
-}
-
-/// Accepts no transport socket or `raw_buffer` (the same thing: plaintext); rejects the rest.
-pub(crate) fn plaintext_transport_socket(
-    ctx: &Ctx,
-    socket: Option<&TransportSocket>,
-) -> Result<(), DecodeError> {
-    let Some(TransportSocket { name, config_type }) = socket else {
-        return Ok(());
-    };
-    let typed_config = config_type.as_ref().map(|c| match c {
-        transport_socket::ConfigType::TypedConfig(any) => any,
-    });
-    let ext = Extension::new(ctx, name, typed_config)?;
-    if ext.is::<RawBuffer>("envoy.transport_sockets.raw_buffer") {
-        let RawBuffer {} = ext.config(ctx)?;
-        Ok(())
-    } else {
-        Err(ctx.unsupported(format!("transport socket {ext}")))
-    }
+    let chain = (|| {
+        Some(model::FilterChain {
+            name: Arc::from(name.as_str()),
+            filter_chain_match,
+            filters: filters?,
+            transport_socket: transport_socket?,
+            transport_socket_connect_timeout,
+        })
+    })();
+    problems.finish(chain)
 }
 
 fn chain_match(ctx: &Ctx, pb: &FilterChainMatch) -> Result<model::FilterChainMatch, DecodeError> {

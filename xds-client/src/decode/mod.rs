@@ -14,6 +14,7 @@ mod filter_chain;
 mod listener;
 mod tcp_proxy;
 mod time;
+mod tls;
 
 pub(crate) use address::ip_socket_address;
 pub(crate) use cluster::cluster;

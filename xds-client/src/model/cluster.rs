@@ -1,6 +1,9 @@
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use super::{TransportSocket, TransportSocketMatch, UpstreamTls};
 
 /// An upstream cluster: how endpoints are found and how a connection to one is made.
 #[derive(Debug, Clone)]
@@ -22,6 +25,32 @@ pub struct Cluster {
     pub dns_refresh_rate: Duration,
     /// Re-resolve when the DNS record's TTL runs out instead of on `dns_refresh_rate`.
     pub respect_dns_ttl: bool,
+    /// The transport socket of endpoints no entry of `transport_socket_matches` matches.
+    pub transport_socket: TransportSocket<UpstreamTls>,
+    /// Per-endpoint transport sockets, first match wins.
+    pub transport_socket_matches: Vec<TransportSocketMatch>,
+}
+
+impl Cluster {
+    /// The transport socket a connection to `endpoint` uses, as Envoy picks it: the first
+    /// of `transport_socket_matches` whose criteria the endpoint's metadata holds, else
+    /// `transport_socket`.
+    pub fn transport_socket_for(
+        &self,
+        endpoint: Option<&Endpoint>,
+    ) -> &TransportSocket<UpstreamTls> {
+        let metadata = endpoint.map(|e| &e.transport_socket_metadata);
+        self.transport_socket_matches
+            .iter()
+            .find(|m| {
+                m.criteria.iter().all(|(k, v)| {
+                    metadata
+                        .and_then(|md| md.get(k))
+                        .is_some_and(|have| have == v)
+                })
+            })
+            .map_or(&self.transport_socket, |m| &m.transport_socket)
+    }
 }
 
 /// Envoy's `Cluster.DnsLookupFamily`.
@@ -66,6 +95,9 @@ pub struct Endpoint {
     /// As the control plane reported it. Envoy balances over healthy (and unknown) endpoints
     /// and uses the others only in panic mode.
     pub health_status: HealthStatus,
+    /// The string entries of the endpoint's `envoy.transport_socket_match` filter metadata
+    /// (Istio: `tlsMode: istio`), which pick its transport socket.
+    pub transport_socket_metadata: BTreeMap<Arc<str>, Arc<str>>,
 }
 
 /// Envoy's `core.v3.HealthStatus` of an endpoint.

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::{DownstreamTls, TransportSocket};
+
 /// A listener: where to accept, how to inspect, and which filter chain handles a connection.
 #[derive(Debug, Clone)]
 pub struct Listener {
@@ -43,6 +45,9 @@ pub struct FilterChain {
     pub name: Arc<str>,
     pub filter_chain_match: FilterChainMatch,
     pub filters: Vec<NetworkFilter>,
+    pub transport_socket: TransportSocket<DownstreamTls>,
+    /// How long the transport socket's handshake may take; `None` waits without limit.
+    pub transport_socket_connect_timeout: Option<Duration>,
 }
 
 /// Envoy's `FilterChainMatch`; empty fields match anything.

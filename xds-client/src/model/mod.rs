@@ -5,9 +5,11 @@
 
 mod cluster;
 mod listener;
+mod tls;
 
 pub use cluster::*;
 pub use listener::*;
+pub use tls::*;
 
 use std::collections::HashMap;
 use std::sync::Arc;

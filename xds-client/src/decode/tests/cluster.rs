@@ -340,7 +340,11 @@ fn cluster_features_not_implemented_are_all_named() {
     let err = decode(json!({"name": "c", "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", "sni": "x"}}}))
     .unwrap_err();
-    assert_unsupported(&err, &res(), &["transport_socket", "UpstreamTlsContext"]);
+    assert_unsupported(
+        &err,
+        &res(),
+        &["transport_socket.typed_config", "without a certificate"],
+    );
 
     let err = decode(json!({"name": "c", "cluster_type": {"name": "envoy.clusters.aggregate"}}))
         .unwrap_err();

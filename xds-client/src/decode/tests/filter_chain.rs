@@ -193,16 +193,14 @@ fn transport_sockets() {
     assert!(l.is_ok(), "{l:?}");
 
     let err = with_chains(json!([{"filters": [tcp_filter("c")], "transport_socket": {
-        "name": "envoy.transport_sockets.tls", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"}}}]))
+        "name": "envoy.transport_sockets.alts"}}]))
     .unwrap_err();
     assert_unsupported(
         &err,
         &res(),
         &[
             "filter_chains[0].transport_socket",
-            "envoy.transport_sockets.tls",
-            "DownstreamTlsContext",
+            "envoy.transport_sockets.alts",
         ],
     );
 }

@@ -5,3 +5,4 @@ mod cluster;
 mod filter_chain;
 mod listener;
 mod tcp_proxy;
+mod tls;
