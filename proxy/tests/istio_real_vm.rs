@@ -433,9 +433,27 @@ fn run_scenario(name: &str, delta: bool) {
     let expected = scenario.str("proxy_status");
     assert_eq!(row[1..].join(" "), expected, "{table}");
 
-    // Pushes: a service added and removed through istiod's config store reach the proxy,
-    // and each is answered, with reasons naming exactly what is in the push.
-    let push = read(&scenario_file(scenario.str("push")));
+    if let Some(push) = scenario.expect["push"].as_str() {
+        check_push(&mut mesh, &scenario, &node, push, &our_clusters);
+    }
+
+    eprintln!(
+        "scenario {name} (delta: {delta}) done in {:?}",
+        mesh.started.elapsed()
+    );
+    stop_proxy(&mut mesh.proxy);
+}
+
+/// Pushes: a service added and removed through istiod's config store (`push`) reach the
+/// proxy, and each is answered, with reasons naming exactly what is in the push.
+fn check_push(
+    mesh: &mut Mesh,
+    scenario: &Scenario,
+    node: &str,
+    push: &str,
+    our_clusters: &BTreeSet<String>,
+) {
+    let push = read(&scenario_file(push));
     let pushed = scenario.str("pushed_cluster");
     let cds_error = |e: &Value| {
         let detail = e["resources"][CDS]["lastError"]
@@ -449,7 +467,7 @@ fn run_scenario(name: &str, delta: bool) {
     };
     let applied = mesh.istiod.apply(&push).unwrap();
     eprintln!("applied: {}", applied.trim_end());
-    let after = mesh.syncz_until(&node, "NACKed the pushed cluster", |e| {
+    let after = mesh.syncz_until(node, "NACKed the pushed cluster", |e| {
         cds_error(e).contains_key(pushed)
     });
     eprintln!(
@@ -458,7 +476,7 @@ fn run_scenario(name: &str, delta: bool) {
     );
     let deleted = mesh.istiod.delete(&push).unwrap();
     eprintln!("deleted: {}", deleted.trim_end());
-    let after = mesh.syncz_until(&node, "answered the removal", |e| {
+    let after = mesh.syncz_until(node, "answered the removal", |e| {
         !cds_error(e).contains_key(pushed)
     });
     eprintln!(
@@ -477,15 +495,9 @@ fn run_scenario(name: &str, delta: bool) {
             "dynamic_active_clusters",
             &["cluster", "name"]
         ),
-        our_clusters,
+        *our_clusters,
         "what we accepted survives the pushes"
     );
-
-    eprintln!(
-        "scenario {name} (delta: {delta}) done in {:?}",
-        mesh.started.elapsed()
-    );
-    stop_proxy(&mut mesh.proxy);
 }
 
 #[test]
@@ -496,4 +508,14 @@ fn real_istiod_tcp_static_over_delta() {
 #[test]
 fn real_istiod_tcp_static_over_sotw() {
     run_scenario("vm-tcp-static", false);
+}
+
+#[test]
+fn real_istiod_http_over_delta() {
+    run_scenario("vm-http", true);
+}
+
+#[test]
+fn real_istiod_http_over_sotw() {
+    run_scenario("vm-http", false);
 }
