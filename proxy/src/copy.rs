@@ -10,7 +10,46 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+/// A stream whose two directions can be driven at once. A TCP socket splits into borrowed
+/// halves with no synchronisation (the plaintext hot path); a TLS stream is one state machine,
+/// so its halves share it through `tokio::io::split`'s lock.
+pub(crate) trait Duplex: AsyncRead + AsyncWrite + Unpin {
+    type Read<'a>: AsyncRead + Unpin
+    where
+        Self: 'a;
+    type Write<'a>: AsyncWrite + Unpin
+    where
+        Self: 'a;
+    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>);
+}
+
+impl Duplex for TcpStream {
+    type Read<'a> = tokio::net::tcp::ReadHalf<'a>;
+    type Write<'a> = tokio::net::tcp::WriteHalf<'a>;
+    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
+        self.split()
+    }
+}
+
+macro_rules! duplex_by_lock {
+    ($($t:ty),*) => {$(
+        impl<S: AsyncRead + AsyncWrite + Unpin> Duplex for $t {
+            type Read<'a> = tokio::io::ReadHalf<&'a mut Self> where Self: 'a;
+            type Write<'a> = tokio::io::WriteHalf<&'a mut Self> where Self: 'a;
+            fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
+                tokio::io::split(self)
+            }
+        }
+    )*};
+}
+
+duplex_by_lock!(
+    tokio_rustls::server::TlsStream<S>,
+    tokio_rustls::client::TlsStream<S>
+);
 
 /// Bytes moved in each direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -38,12 +77,12 @@ pub(crate) async fn bidirectional<D, U>(
     buffer_size: usize,
 ) -> Result<Transferred, CopyError>
 where
-    D: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    D: Duplex,
+    U: Duplex,
 {
     let activity = Activity::new();
-    let (mut down_read, mut down_write) = tokio::io::split(downstream);
-    let (mut up_read, mut up_write) = tokio::io::split(upstream);
+    let (mut down_read, mut down_write) = downstream.halves();
+    let (mut up_read, mut up_write) = upstream.halves();
     let up = one_way(
         &mut down_read,
         &mut up_write,

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use certs::SpiffeId;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, warn};
 use xds_client::model::{ClusterSpecifier, TcpProxy, TransportSocket};
 
@@ -27,7 +26,7 @@ pub(crate) async fn run<D>(
     active: &Active,
     options: &Options,
 ) where
-    D: AsyncRead + AsyncWrite + Unpin,
+    D: copy::Duplex,
 {
     let Some(cluster_name) = pick_cluster(&filter.cluster) else {
         warn!(stat_prefix = %filter.stat_prefix, "tcp_proxy: every weighted cluster has weight 0; closing");
@@ -114,8 +113,8 @@ async fn relay<D, U>(
     options: &Options,
 ) -> Result<copy::Transferred, CopyError>
 where
-    D: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
+    D: copy::Duplex,
+    U: copy::Duplex,
 {
     copy::bidirectional(
         downstream,
