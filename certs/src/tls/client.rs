@@ -15,7 +15,7 @@ use crate::handle::IdentityHandle;
 use crate::provider;
 use crate::spiffe::{SpiffeId, SpiffeMatcher};
 use crate::tls::resolver::CurrentCertResolver;
-use crate::tls::{identity_rejection, no_trust_bundle};
+use crate::tls::{identity_rejection, no_trust_bundle, signatures};
 
 /// Checks a server's chain against the bundle current at handshake time, then its SPIFFE ID.
 /// The TLS server name is not checked: mesh SNI (`outbound_.80_._.svc...`) is a routing key,
@@ -62,12 +62,7 @@ impl ServerCertVerifier for MeshServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        signatures::tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -76,18 +71,11 @@ impl ServerCertVerifier for MeshServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        signatures::tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        signatures::schemes()
     }
 }
 

@@ -16,7 +16,7 @@ use crate::handle::IdentityHandle;
 use crate::provider;
 use crate::spiffe::{SpiffeId, SpiffeMatcher};
 use crate::tls::resolver::CurrentCertResolver;
-use crate::tls::{identity_rejection, no_trust_bundle};
+use crate::tls::{identity_rejection, no_trust_bundle, signatures};
 
 /// Verifies client chains with rustls' `WebPkiClientVerifier` (aws-lc-rs) built for the
 /// trust bundle current at handshake time, then checks the client's SPIFFE ID.
@@ -69,12 +69,7 @@ impl ClientCertVerifier for MeshClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        signatures::tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -83,18 +78,11 @@ impl ClientCertVerifier for MeshClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &provider().signature_verification_algorithms,
-        )
+        signatures::tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        signatures::schemes()
     }
 }
 
