@@ -227,6 +227,7 @@ mod tests {
             respect_dns_ttl: false,
             transport_socket: Default::default(),
             transport_socket_matches: Vec::new(),
+            http: Default::default(),
             endpoints,
         })))
     }

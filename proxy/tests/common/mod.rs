@@ -99,6 +99,7 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
         respect_dns_ttl: false,
         transport_socket: Default::default(),
         transport_socket_matches: Vec::new(),
+        http: Default::default(),
         endpoints: endpoints
             .iter()
             .map(|&a| Endpoint {
@@ -127,6 +128,7 @@ pub fn snapshot(listeners: Vec<Listener>, clusters: Vec<Cluster>) -> Snapshot {
             .into_iter()
             .map(|c| (c.name.clone(), Arc::new(c)))
             .collect::<HashMap<_, _>>(),
+        routes: HashMap::new(),
         admin: Some("127.0.0.1:0".parse().unwrap()),
     }
 }

@@ -239,6 +239,8 @@ impl Cache {
         Snapshot {
             listeners,
             clusters,
+            // No listener can name an RDS route configuration yet: HCMs are rejected.
+            routes: Default::default(),
             admin: self.base.admin,
         }
     }

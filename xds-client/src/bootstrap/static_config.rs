@@ -110,6 +110,7 @@ pub(crate) fn snapshot(pb: &Bootstrap) -> Result<Snapshot, Vec<DecodeError>> {
         Ok(Snapshot {
             listeners: snapshot_listeners,
             clusters: snapshot_clusters,
+            routes: Default::default(),
             admin,
         })
     } else {
@@ -137,7 +138,10 @@ pub(crate) fn unknown_clusters(
     let mut unknown = Vec::new();
     for (chain_path, chain) in chains {
         for (j, filter) in chain.filters.iter().enumerate() {
-            let NetworkFilter::TcpProxy(tcp) = filter;
+            // An HCM names its clusters through routes, which are checked with the routes.
+            let NetworkFilter::TcpProxy(tcp) = filter else {
+                continue;
+            };
             let path = format!("{chain_path}.filters[{j}].typed_config");
             match &tcp.cluster {
                 ClusterSpecifier::Cluster(name) => {

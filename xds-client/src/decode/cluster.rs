@@ -249,6 +249,8 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             respect_dns_ttl: *respect_dns_ttl,
             transport_socket: transport_socket?,
             transport_socket_matches: transport_socket_matches?,
+            // HttpProtocolOptions only shape HTTP upstreams, which no listener routes to yet.
+            http: model::HttpUpstreamOptions::default(),
         })
     })();
     problems.finish(cluster)

@@ -29,6 +29,31 @@ pub struct Cluster {
     pub transport_socket: TransportSocket<UpstreamTls>,
     /// Per-endpoint transport sockets, first match wins.
     pub transport_socket_matches: Vec<TransportSocketMatch>,
+    /// How HTTP requests routed here travel upstream (`envoy.extensions.upstreams.http.v3.
+    /// HttpProtocolOptions`); unused by TCP proxying.
+    pub http: HttpUpstreamOptions,
+}
+
+/// A cluster's HTTP protocol options.
+#[derive(Debug, Clone, Default)]
+pub struct HttpUpstreamOptions {
+    pub protocol: UpstreamHttpProtocol,
+    /// Close an upstream connection with no active request for this long; Envoy: 1 h.
+    pub idle_timeout: Option<Duration>,
+    /// Requests per upstream connection before it is retired; `None`: no limit.
+    pub max_requests_per_connection: Option<u32>,
+    pub http2: super::Http2Options,
+}
+
+/// Which HTTP version requests use upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamHttpProtocol {
+    /// Envoy's default without protocol options.
+    #[default]
+    Http1,
+    Http2,
+    /// The downstream request's version (istiod's `use_downstream_protocol_config`).
+    UseDownstream,
 }
 
 impl Cluster {

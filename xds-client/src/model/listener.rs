@@ -74,6 +74,7 @@ pub enum SourceType {
 #[derive(Debug, Clone)]
 pub enum NetworkFilter {
     TcpProxy(TcpProxy),
+    HttpConnectionManager(Arc<super::HttpConnectionManager>),
 }
 
 #[derive(Debug, Clone)]

@@ -4,11 +4,15 @@
 //! keeps the snapshot it was accepted under.
 
 mod cluster;
+mod http;
 mod listener;
+mod route;
 mod tls;
 
 pub use cluster::*;
+pub use http::*;
 pub use listener::*;
+pub use route::*;
 pub use tls::*;
 
 use std::collections::HashMap;
@@ -19,6 +23,8 @@ use std::sync::Arc;
 pub struct Snapshot {
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: HashMap<Arc<str>, Arc<Cluster>>,
+    /// Route configurations by name (RDS, and those inline in listeners' HCMs are not here).
+    pub routes: HashMap<Arc<str>, Arc<RouteConfig>>,
     /// Where the admin server listens, when the bootstrap asks for one.
     pub admin: Option<std::net::SocketAddr>,
 }

@@ -15,7 +15,9 @@ fn addr(s: &str) -> SocketAddr {
 
 fn only_tcp_proxy(filters: &[NetworkFilter]) -> &TcpProxy {
     assert_eq!(filters.len(), 1);
-    let NetworkFilter::TcpProxy(tcp) = &filters[0];
+    let NetworkFilter::TcpProxy(tcp) = &filters[0] else {
+        panic!("expected tcp_proxy");
+    };
     tcp
 }
 

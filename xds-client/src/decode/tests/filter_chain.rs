@@ -277,7 +277,9 @@ fn tcp_proxy_in_a_typed_struct() {
         "value": {"stat_prefix": "s", "cluster": "ts", "idle_timeout": "10s"}}}]}]),
     )
     .unwrap();
-    let NetworkFilter::TcpProxy(tcp) = &l.filter_chains[0].filters[0];
+    let NetworkFilter::TcpProxy(tcp) = &l.filter_chains[0].filters[0] else {
+        panic!("expected tcp_proxy");
+    };
     assert!(matches!(&tcp.cluster, ClusterSpecifier::Cluster(c) if &**c == "ts"));
     assert_eq!(tcp.idle_timeout, Some(std::time::Duration::from_secs(10)));
 

@@ -287,6 +287,8 @@ fn a_listener_needs_a_filter_chain() {
     let l = decode(json).unwrap();
     assert!(l.filter_chains.is_empty());
     let default = l.default_filter_chain.unwrap();
-    let model::NetworkFilter::TcpProxy(tcp) = &default.filters[0];
+    let model::NetworkFilter::TcpProxy(tcp) = &default.filters[0] else {
+        panic!("expected tcp_proxy");
+    };
     assert!(matches!(&tcp.cluster, model::ClusterSpecifier::Cluster(c) if &**c == "d"));
 }
