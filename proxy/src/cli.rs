@@ -14,6 +14,7 @@ use iptables::args::{CaptureArgs, Host, SystemHost};
 use iptables::error::ConfigError as CaptureConfigError;
 use xds_client::istio::{VmEnv, VmPaths, source_env_files};
 
+use crate::identity::Provisioning;
 use crate::options::Options;
 use crate::proxy::Proxy;
 
@@ -89,6 +90,17 @@ pub struct RunArgs {
     /// Data-path worker threads; default one per CPU (Envoy's --concurrency).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub concurrency: Option<u16>,
+    /// Obtain and rotate a workload certificate as pilot-agent does, for the TLS transport
+    /// sockets of the bootstrap (SDS secrets `default` and `ROOTCA`), configured by
+    /// pilot-agent's environment variables: CA_ADDR (istiod's CA, TLS; default
+    /// istiod.istio-system.svc:15012), ISTIOD_SAN, CA_ROOT_CA or PROV_CERT/root-cert.pem,
+    /// JWT_POLICY (token file), ISTIO_META_CLUSTER_ID, TRUST_DOMAIN, POD_NAMESPACE,
+    /// SERVICE_ACCOUNT, SECRET_TTL, OUTPUT_CERTS, FILE_MOUNTED_CERTS (use
+    /// PROV_CERT/{cert-chain,key,root-cert}.pem), an SDS server on
+    /// /var/run/secrets/workload-spiffe-uds/socket if one answers. Always on with
+    /// --istio-vm. Listeners are bound once the first certificate is held.
+    #[arg(long)]
+    pub workload_identity: bool,
     #[command(flatten)]
     pub istio: IstioVmArgs,
 }
@@ -121,7 +133,8 @@ pub struct IstioVmArgs {
     /// The MeshConfig (istioctl's mesh.yaml).
     #[arg(long, value_name = "FILE", default_value = "/etc/istio/config/mesh")]
     pub mesh_config: PathBuf,
-    /// The service-account token for istiod and the CA.
+    /// The service-account token for istiod and the CA (with --istio-vm or
+    /// --workload-identity), re-read for every request.
     #[arg(
         long,
         value_name = "FILE",
@@ -232,17 +245,34 @@ pub fn run(args: RunArgs) -> ExitCode {
     if let Err(code) = init_logging(args.log_level.as_deref()) {
         return code;
     }
-    let (loaded, vm) = if args.istio.istio_vm {
-        match crate::config::load_istio_vm(&args.istio.paths(), args.istio.xds_plaintext) {
-            Ok((loaded, vm)) => (loaded, Some(vm)),
+    let (loaded, vm, identity) = if args.istio.istio_vm {
+        let loaded = crate::config::load_istio_vm(&args.istio.paths(), args.istio.xds_plaintext)
+            .map_err(|e| e.to_string())
+            .and_then(|(loaded, vm)| {
+                let identity = Provisioning::for_istio_vm(&vm).map_err(|e| e.to_string())?;
+                Ok((loaded, Some(vm), Some(identity)))
+            });
+        match loaded {
+            Ok(l) => l,
             Err(e) => {
                 error!("--istio-vm: {e}");
                 return ExitCode::FAILURE;
             }
         }
     } else {
+        let identity = match args
+            .workload_identity
+            .then(|| Provisioning::from_env(&args.istio.token))
+        {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => {
+                error!("--workload-identity: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         match crate::config::load(args.config.as_deref()) {
-            Ok(l) => (l, None),
+            Ok(l) => (l, None, identity),
             Err(e) => {
                 error!("{e}");
                 return ExitCode::FAILURE;
@@ -260,7 +290,13 @@ pub fn run(args: RunArgs) -> ExitCode {
         worker_threads: concurrency.map(usize::from),
         ..Options::default()
     };
-    match Proxy::run_following(loaded.snapshot, loaded.config_dump, options, loaded.ads) {
+    match Proxy::run_following(
+        loaded.snapshot,
+        loaded.config_dump,
+        options,
+        loaded.ads,
+        identity,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e}");

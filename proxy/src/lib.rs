@@ -19,6 +19,7 @@ mod copy;
 mod drain;
 pub mod duration;
 mod error;
+pub mod identity;
 mod inspect;
 mod listener;
 mod options;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use certs::{IdentityHandle, RotationManager};
 use tokio::runtime::{Builder, Handle};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Mutex;
@@ -15,6 +16,7 @@ use crate::admin::{self, AdminContext, AdminServer, ConfigDumpFn};
 use crate::connection::Shared;
 use crate::drain::Connections;
 use crate::error::{BindErrors, Error};
+use crate::identity::Provisioning;
 use crate::listener::ListenerSet;
 use crate::options::Options;
 use crate::state::{Active, ConfigHolder};
@@ -103,6 +105,9 @@ impl Proxy {
                 changing: Mutex::new(()),
             }),
         };
+        if let Some(identity) = &proxy.inner.shared.options.identity {
+            wait_for_identity(identity).await;
+        }
         if let Err(e) = proxy.apply(snapshot).await {
             proxy.inner.listeners.stop_all().await;
             proxy.stop_admin().await;
@@ -242,16 +247,19 @@ impl Proxy {
         config_dump: ConfigDumpFn,
         options: Options,
     ) -> Result<(), Error> {
-        Proxy::run_following(snapshot, config_dump, options, None)
+        Proxy::run_following(snapshot, config_dump, options, None, None)
     }
 
     /// [`Proxy::run`], with `ads` (if any) running on the control runtime and feeding
-    /// [`Proxy::update`] from the moment the listeners are bound.
+    /// [`Proxy::update`] from the moment the listeners are bound, and `identity` (if any)
+    /// keeping the workload certificate current there, published into
+    /// [`Options::identity`] (which it sets).
     pub fn run_following(
         snapshot: Snapshot,
         config_dump: ConfigDumpFn,
-        options: Options,
+        mut options: Options,
         ads: Option<AdsClient>,
+        identity: Option<Provisioning>,
     ) -> Result<(), Error> {
         let mut data = Builder::new_multi_thread();
         data.enable_all().thread_name("vm-proxy-worker");
@@ -263,6 +271,17 @@ impl Proxy {
             source,
         })?;
         let control = ControlRuntime::start()?;
+        let _rotation = match identity {
+            Some(p) => {
+                options.identity = Some(p.handle.clone());
+                let _on_control = control.handle.enter();
+                Some(
+                    RotationManager::start_with(p.handle, p.source, p.policy)
+                        .map_err(|e| Error::NoRuntime(e.to_string()))?,
+                )
+            }
+            None => None,
+        };
         data.block_on(async {
             let mut term = signal(SignalKind::terminate()).map_err(|source| Error::Signal {
                 signal: "SIGTERM",
@@ -272,9 +291,20 @@ impl Proxy {
                 signal: "SIGINT",
                 source,
             })?;
-            let proxy =
-                Proxy::start_on(snapshot, config_dump, options, Handle::current(), &control.handle)
-                    .await?;
+            // Starting may wait for the first certificate: a signal meanwhile just ends it.
+            let starting =
+                Proxy::start_on(snapshot, config_dump, options, Handle::current(), &control.handle);
+            let proxy = tokio::select! {
+                started = starting => started?,
+                _ = term.recv() => {
+                    info!("SIGTERM while starting");
+                    return Ok(());
+                }
+                _ = int.recv() => {
+                    info!("SIGINT while starting");
+                    return Ok(());
+                }
+            };
             let following = ads.map(|client| {
                 control
                     .handle
@@ -305,6 +335,27 @@ impl Proxy {
             proxy.stop_admin().await;
             Ok(())
         })
+    }
+}
+
+/// Waits for the first workload certificate, as Envoy keeps listeners with TLS chains
+/// warming until pilot-agent's SDS has the secrets: nothing is bound or accepted before.
+/// Bounded only by the identity source, which retries with backoff and logs every failure.
+async fn wait_for_identity(identity: &IdentityHandle) {
+    let mut updates = identity.subscribe();
+    let mut logged = false;
+    while identity.current().is_none() {
+        if !logged {
+            info!("waiting for the workload certificate before binding listeners");
+            logged = true;
+        }
+        if updates.changed().await.is_err() {
+            warn!("the workload certificate source stopped before publishing one");
+            return;
+        }
+    }
+    if logged {
+        info!("workload certificate in place; binding listeners");
     }
 }
 
