@@ -30,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod handle;
 pub mod identity;
+pub mod istiod;
 pub mod key;
 pub mod manager;
 pub mod pem_files;

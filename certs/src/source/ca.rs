@@ -3,27 +3,19 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
-use hyper_util::rt::TokioIo;
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
-use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::CaConfig;
-use crate::error::{CaError, FileError, chain, status_text};
+use crate::error::{CaError, FileError, status_text};
+use crate::istiod::{DialError, IstiodEndpoint};
 use crate::handle::IdentityHandle;
 use crate::identity::WorkloadIdentity;
 use crate::key::{self, KeyAndCsr};
 use crate::pem_files::{self, CertPaths};
 use crate::proto::IstioCertificateRequest;
 use crate::proto::istio_certificate_service_client::IstioCertificateServiceClient;
-use crate::provider;
 use crate::rotation::{RotationPolicy, sleep_until_wall};
 use crate::spiffe::SpiffeId;
 
@@ -84,7 +76,12 @@ impl CaSource {
                 source,
             }
         })?;
-        let tls = self.tls_config(current)?;
+        let endpoint = IstiodEndpoint::new(self.cfg.clone());
+        // A fresh connection per request: renewals are hours apart, and each connection
+        // then uses the current client certificate and root file.
+        let tls = endpoint
+            .client_tls(current)
+            .map_err(|e| self.dial_error(e))?;
 
         let mut request = tonic::Request::new(IstioCertificateRequest {
             csr: csr_pem,
@@ -98,10 +95,13 @@ impl CaSource {
                 )]),
             }),
         });
-        self.add_metadata(request.metadata_mut()).await;
+        *request.metadata_mut() = endpoint.metadata();
 
         let exchange = async {
-            let channel = self.connect(tls).await?;
+            let channel = endpoint
+                .connect_with(tls)
+                .await
+                .map_err(|e| self.dial_error(e))?;
             IstioCertificateServiceClient::new(channel)
                 .create_certificate(request)
                 .await
@@ -182,135 +182,13 @@ impl CaSource {
         Some(identity)
     }
 
-    fn tls_config(&self, current: Option<&WorkloadIdentity>) -> Result<Arc<ClientConfig>, CaError> {
+    fn dial_error(&self, e: DialError) -> CaError {
         let addr = self.cfg.addr();
-        let path = &self.cfg.root_cert;
-        let mut roots = RootCertStore::empty();
-        let from_file = std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|pem| pem_files::pem_certs(&pem));
-        match from_file {
-            Ok(certs) => {
-                for cert in certs {
-                    if let Err(e) = roots.add(cert) {
-                        tracing::warn!(path = %path.display(), error = %e, "skipping an unusable CA root");
-                    }
-                }
-            }
-            Err(reason) if current.is_some() => {
-                tracing::warn!(path = %path.display(), %reason, "CA root file unusable; trusting the held trust bundle");
-            }
-            Err(reason) => {
-                return Err(CaError::ReadRoots {
-                    addr,
-                    path: path.clone(),
-                    reason,
-                });
-            }
-        }
-        if let Some(cur) = current {
-            for root in cur.roots() {
-                // A root already taken from the file is simply added twice.
-                let _ = roots.add(root.clone());
-            }
-        }
-        if roots.is_empty() {
-            return Err(CaError::NoRoots {
-                addr,
-                path: path.clone(),
-            });
-        }
-
-        let tls_err = |e: rustls::Error| CaError::Tls {
-            addr: addr.clone(),
-            reason: e.to_string(),
-        };
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_err)?
-            .with_root_certificates(roots);
-        let mut config = match current.filter(|c| c.is_valid_at(SystemTime::now())) {
-            Some(cur) => builder
-                .with_client_auth_cert(cur.chain().to_vec(), cur.key().clone_key())
-                .map_err(tls_err)?,
-            None => builder.with_no_client_auth(),
-        };
-        // gRPC servers (grpc-go included) insist on ALPN h2 over TLS.
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(Arc::new(config))
-    }
-
-    // A fresh connection per request: renewals are hours apart, and each connection then
-    // uses the current client certificate and root file.
-    async fn connect(&self, tls: Arc<ClientConfig>) -> Result<Channel, CaError> {
-        let addr = self.cfg.addr();
-        let server_name =
-            ServerName::try_from(self.cfg.server_name.clone()).map_err(|e| CaError::Tls {
-                addr: addr.clone(),
-                reason: format!("invalid TLS server name {:?}: {e}", self.cfg.server_name),
-            })?;
-        let connector = TlsConnector::from(tls);
-        let host = self.cfg.host.clone();
-        let port = self.cfg.port;
-        // The URI only fills in :authority; the connector below does the dialling.
-        let endpoint =
-            Endpoint::from_shared(format!("http://{addr}")).map_err(|e| CaError::Connect {
-                addr: addr.clone(),
-                reason: chain(&e),
-            })?;
-        endpoint
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let connector = connector.clone();
-                let host = host.clone();
-                let server_name = server_name.clone();
-                async move {
-                    let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                    tcp.set_nodelay(true)?;
-                    let tls = connector.connect(server_name, tcp).await?;
-                    Ok::<_, io::Error>(TokioIo::new(tls))
-                }
-            }))
-            .await
-            .map_err(|e| CaError::Connect {
-                addr,
-                reason: chain(&e),
-            })
-    }
-
-    async fn add_metadata(&self, md: &mut MetadataMap) {
-        let path = &self.cfg.token_path;
-        match tokio::fs::read_to_string(path).await {
-            Ok(token) if !token.trim().is_empty() => {
-                match AsciiMetadataValue::try_from(format!("Bearer {}", token.trim())) {
-                    Ok(v) => {
-                        md.insert("authorization", v);
-                    }
-                    Err(_) => {
-                        tracing::warn!(path = %path.display(), "token holds characters not allowed in a header; not sent");
-                    }
-                }
-            }
-            Ok(_) => tracing::warn!(path = %path.display(), "token file is empty; not sent"),
-            Err(e) => {
-                tracing::debug!(path = %path.display(), error = %e, "no token; relying on the client certificate")
-            }
-        }
-        match AsciiMetadataValue::try_from(self.cfg.cluster_id.as_str()) {
-            Ok(v) => {
-                md.insert("clusterid", v);
-            }
-            Err(_) => {
-                tracing::warn!(cluster_id = %self.cfg.cluster_id, "cluster ID is not valid header text; not sent")
-            }
-        }
-        for (name, value) in &self.cfg.extra_headers {
-            // Both were checked when the configuration was read.
-            if let (Ok(k), Ok(v)) = (
-                AsciiMetadataKey::from_bytes(name.as_bytes()),
-                AsciiMetadataValue::try_from(value.as_str()),
-            ) {
-                md.insert(k, v);
-            }
+        match e {
+            DialError::ReadRoots { path, reason } => CaError::ReadRoots { addr, path, reason },
+            DialError::NoRoots { path } => CaError::NoRoots { addr, path },
+            DialError::Tls(reason) => CaError::Tls { addr, reason },
+            DialError::Connect(reason) => CaError::Connect { addr, reason },
         }
     }
 

@@ -56,7 +56,7 @@ impl AdsClient {
             }
         }
         let mut responses = grpc
-            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .delta_aggregated_resources(self.open(ReceiverStream::new(rx)))
             .await
             .map_err(|s| self.stream_error(s))?
             .into_inner();

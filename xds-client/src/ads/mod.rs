@@ -50,11 +50,26 @@ pub enum Protocol {
     StateOfTheWorld,
 }
 
+/// How a stream reaches the control plane when it is not plaintext gRPC to
+/// [`AdsConfig::server`]: istiod over TLS, say, dialled and authenticated by code that holds
+/// the credentials (the workload certificate, the token).
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// A new connection for one stream; asked again on every reconnect, so credentials that
+    /// rotated in between are used.
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Channel, String>> + Send + '_>>;
+    /// Metadata the stream opens with (an `authorization` token, `ClusterID`), read afresh
+    /// for every stream.
+    fn metadata(&self) -> tonic::metadata::MetadataMap;
+}
+
 /// Where and how to reach the control plane, and what to ask it for.
 #[derive(Debug, Clone)]
 pub struct AdsConfig {
-    /// The server as a URI, `http://127.0.0.1:15010` (plaintext only, for now).
+    /// The server as a URI: `http://127.0.0.1:15010`, or for messages only when
+    /// [`AdsConfig::transport`] does the dialling.
     pub server: String,
+    /// Dials the server instead of plaintext gRPC to `server`.
+    pub transport: Option<Arc<dyn Transport>>,
     pub protocol: Protocol,
     /// Sent on the first request of every stream.
     pub node: Node,
@@ -74,6 +89,7 @@ impl AdsConfig {
     pub fn new(server: impl Into<String>, protocol: Protocol, node: Node) -> AdsConfig {
         AdsConfig {
             server: server.into(),
+            transport: None,
             protocol,
             node,
             clusters: true,
@@ -106,6 +122,8 @@ pub enum AdsError {
         server: String,
         status: Box<tonic::Status>,
     },
+    #[error("ADS server {server}: cannot connect: {message}")]
+    Dial { server: String, message: String },
     #[error("ADS server {server}: stream closed")]
     Closed { server: String },
 }
@@ -168,6 +186,12 @@ impl AdsClient {
 
     async fn channel(&self) -> Result<Channel, AdsError> {
         let server = &self.config.server;
+        if let Some(transport) = &self.config.transport {
+            return transport.connect().await.map_err(|message| AdsError::Dial {
+                server: server.clone(),
+                message,
+            });
+        }
         let endpoint = Endpoint::from_shared(server.clone())
             .map_err(|e| AdsError::Address {
                 server: server.clone(),
@@ -185,6 +209,15 @@ impl AdsClient {
                 server: server.clone(),
                 source,
             })
+    }
+
+    /// The stream's opening request: `messages` and the transport's metadata.
+    fn open<T>(&self, messages: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(messages);
+        if let Some(transport) = &self.config.transport {
+            *request.metadata_mut() = transport.metadata();
+        }
+        request
     }
 
     fn stream_error(&self, status: tonic::Status) -> AdsError {

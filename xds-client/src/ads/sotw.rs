@@ -57,7 +57,7 @@ impl AdsClient {
             }
         }
         let mut responses = grpc
-            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .stream_aggregated_resources(self.open(ReceiverStream::new(rx)))
             .await
             .map_err(|s| self.stream_error(s))?
             .into_inner();
