@@ -31,9 +31,7 @@ pub enum DialError {
         path: std::path::PathBuf,
         reason: String,
     },
-    #[error(
-        "no root certificate to verify it with ({path} is empty and no trust bundle is held)"
-    )]
+    #[error("no root certificate to verify it with ({path} is empty and no trust bundle is held)")]
     NoRoots { path: std::path::PathBuf },
     #[error("cannot build the TLS client: {0}")]
     Tls(String),

@@ -4,6 +4,7 @@ use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,9 +13,11 @@ use tracing_subscriber::EnvFilter;
 
 use iptables::args::{CaptureArgs, Host, SystemHost};
 use iptables::error::ConfigError as CaptureConfigError;
+use xds_client::ads::Transport;
 use xds_client::istio::{VmEnv, VmPaths, source_env_files};
 
 use crate::identity::Provisioning;
+use crate::istiod_xds::IstiodXds;
 use crate::options::Options;
 use crate::proxy::Proxy;
 
@@ -144,9 +147,11 @@ pub struct IstioVmArgs {
     /// The mesh root certificate [default: $PROV_CERT/root-cert.pem, /etc/certs/root-cert.pem].
     #[arg(long, value_name = "FILE")]
     pub root_cert: Option<PathBuf>,
-    /// Speak plaintext xDS to this address instead of TLS to istiod (a local or test control
-    /// plane). TLS to istiod is not implemented yet, so --istio-vm needs it for now unless
-    /// the mesh's controlPlaneAuthPolicy is NONE (plaintext to discoveryAddress).
+    /// Speak plaintext xDS to this address instead of TLS to istiod's discoveryAddress (a
+    /// local or test control plane). Without it xDS goes over TLS to discoveryAddress,
+    /// verified with XDS_ROOT_CA or the root certificate and ISTIOD_SAN (else the address's
+    /// host), authenticated with the token, the ClusterID header and, once held, the
+    /// workload certificate; plaintext there if controlPlaneAuthPolicy is NONE.
     #[arg(long, value_name = "ADDR", requires = "istio_vm")]
     pub xds_plaintext: Option<SocketAddr>,
 }
@@ -246,10 +251,20 @@ pub fn run(args: RunArgs) -> ExitCode {
         return code;
     }
     let (loaded, vm, identity) = if args.istio.istio_vm {
-        let loaded = crate::config::load_istio_vm(&args.istio.paths(), args.istio.xds_plaintext)
+        let plaintext = args.istio.xds_plaintext;
+        let loaded = crate::config::load_istio_vm(&args.istio.paths())
             .map_err(|e| e.to_string())
-            .and_then(|(loaded, vm)| {
+            .and_then(|vm| {
                 let identity = Provisioning::for_istio_vm(&vm).map_err(|e| e.to_string())?;
+                let transport: Option<Arc<dyn Transport>> = if vm.xds_over_tls(plaintext) {
+                    Some(Arc::new(
+                        IstiodXds::new(&vm, &identity).map_err(|e| e.to_string())?,
+                    ))
+                } else {
+                    None
+                };
+                let loaded = crate::config::istio_vm_config(&vm, plaintext, transport)
+                    .map_err(|e| e.to_string())?;
                 Ok((loaded, Some(vm), Some(identity)))
             });
         match loaded {

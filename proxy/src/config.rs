@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use xds_client::ads::AdsClient;
+use xds_client::ads::{AdsClient, Transport};
 use xds_client::istio::{IstioError, VmBootstrap, VmPaths};
 use xds_client::model::Snapshot;
 
@@ -39,18 +39,30 @@ pub fn load(path: Option<&Path>) -> Result<LoadedConfig, ConfigError> {
     Ok(from_bootstrap(loaded))
 }
 
-/// Loads an Istio VM's files; `plaintext` is the xDS server to use instead of istiod over
-/// TLS (which is not implemented yet: without it this fails).
-pub fn load_istio_vm(
-    paths: &VmPaths,
+/// Loads an Istio VM's files.
+pub fn load_istio_vm(paths: &VmPaths) -> Result<VmBootstrap, IstioError> {
+    VmBootstrap::load(paths)
+}
+
+/// The configuration of a loaded VM: `plaintext` is the xDS server to use instead of
+/// istiod; `transport` dials istiod (over TLS) when there is none.
+pub fn istio_vm_config(
+    vm: &VmBootstrap,
     plaintext: Option<SocketAddr>,
-) -> Result<(LoadedConfig, VmBootstrap), IstioError> {
-    let vm = VmBootstrap::load(paths)?;
+    transport: Option<Arc<dyn Transport>>,
+) -> Result<LoadedConfig, IstioError> {
     let loaded = vm.load_config(plaintext)?;
-    Ok((from_bootstrap(loaded), vm))
+    Ok(from_bootstrap_with(loaded, transport))
 }
 
 fn from_bootstrap(loaded: xds_client::bootstrap::LoadedConfig) -> LoadedConfig {
+    from_bootstrap_with(loaded, None)
+}
+
+fn from_bootstrap_with(
+    loaded: xds_client::bootstrap::LoadedConfig,
+    transport: Option<Arc<dyn Transport>>,
+) -> LoadedConfig {
     let dump = loaded.dump;
     let Some(ads) = loaded.ads else {
         return LoadedConfig {
@@ -59,7 +71,12 @@ fn from_bootstrap(loaded: xds_client::bootstrap::LoadedConfig) -> LoadedConfig {
             ads: None,
         };
     };
-    let (client, status) = AdsClient::new(ads.client_config(), loaded.snapshot.clone());
+    let mut config = ads.client_config();
+    if let Some(transport) = transport {
+        config.server = transport.server();
+        config.transport = Some(transport);
+    }
+    let (client, status) = AdsClient::new(config, loaded.snapshot.clone());
     LoadedConfig {
         snapshot: loaded.snapshot,
         config_dump: Arc::new(move || dump.with_dynamic(&status.borrow())),

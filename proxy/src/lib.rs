@@ -21,6 +21,7 @@ pub mod duration;
 mod error;
 pub mod identity;
 mod inspect;
+pub mod istiod_xds;
 mod listener;
 mod options;
 mod original_dst;

@@ -161,22 +161,6 @@ fn istio_vm_bootstrap_sends_pilot_agents_node_and_follows_pushed_listeners() {
 }
 
 #[test]
-fn istio_vm_without_plaintext_xds_refuses_to_pretend_tls() {
-    let ns = Netns::new("vmp-istiotls");
-    let mut argv = vec![BIN.to_string()];
-    argv.extend(istio_vm_args(&fixture("cluster.env"), &[]));
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let out = ns.run_timeout(&argv, WAIT).unwrap();
-    assert!(!out.status.success(), "{}", describe(&out));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("TLS to istiod not implemented yet: cannot connect to istiod-canary.istio-system.svc:15012"),
-        "{}",
-        describe(&out)
-    );
-}
-
-#[test]
 fn istio_vm_names_a_bad_cluster_env() {
     let ns = Netns::new("vmp-istiobad");
     let dir = ConfigDir::new();

@@ -119,25 +119,7 @@ impl Shared {
 
     /// Built per connection, so root rotation applies to the next handshake.
     fn tls_config(&self) -> rustls::ServerConfig {
-        let provider = certs::provider();
-        let mut roots = RootCertStore::empty();
-        for root in pem_certs(&self.pki.roots_pem()) {
-            roots.add(root).expect("test root is a trust anchor");
-        }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .allow_unauthenticated()
-                .build()
-                .expect("client verifier");
-        let serving = self.serving_cert();
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(serving.chain(), serving.key())
-            .expect("serving certificate");
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        config
+        server_config(&self.pki, &self.serving_cert())
     }
 
     fn authenticate(&self, request: &Request<IstioCertificateRequest>) -> Result<String, Status> {
@@ -170,6 +152,32 @@ impl Shared {
             )),
         }
     }
+}
+
+/// A rustls server configuration as istiod's port 15012 has: a serving certificate for
+/// [`ISTIOD_SAN`] (and 127.0.0.1) from `pki`, client certificates from `pki` optional, ALPN h2.
+pub fn istiod_server_config(pki: &TestPki) -> rustls::ServerConfig {
+    server_config(pki, &issue_serving(pki))
+}
+
+fn server_config(pki: &TestPki, serving: &IssuedCert) -> rustls::ServerConfig {
+    let provider = certs::provider();
+    let mut roots = RootCertStore::empty();
+    for root in pem_certs(&pki.roots_pem()) {
+        roots.add(root).expect("test root is a trust anchor");
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .expect("client verifier");
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(serving.chain(), serving.key())
+        .expect("serving certificate");
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    config
 }
 
 fn issue_serving(pki: &TestPki) -> IssuedCert {

@@ -55,7 +55,7 @@ pub mod rules;
 pub mod tempdir;
 pub mod topology;
 
-pub use ads_server::{AdsServer, Received};
+pub use ads_server::{AdsServer, Opened, Received};
 pub use ca::{CaStats, Fault, TestCa, TestCaOptions};
 pub use client::{Exchange, read_to_eof, tcp_connect, tcp_exchange, wait_for_tcp};
 pub use error::Error;

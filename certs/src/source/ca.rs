@@ -9,9 +9,9 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 use crate::config::CaConfig;
 use crate::error::{CaError, FileError, status_text};
-use crate::istiod::{DialError, IstiodEndpoint};
 use crate::handle::IdentityHandle;
 use crate::identity::WorkloadIdentity;
+use crate::istiod::{DialError, IstiodEndpoint};
 use crate::key::{self, KeyAndCsr};
 use crate::pem_files::{self, CertPaths};
 use crate::proto::IstioCertificateRequest;

@@ -85,6 +85,19 @@ pub struct Sent {
     pub removed: Vec<String>,
 }
 
+/// How a stream was opened: its credentials, as istiod would check them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Which stream (as in [`Received::stream`]).
+    pub stream: u64,
+    /// The `authorization` metadata.
+    pub authorization: Option<String>,
+    /// The `clusterid` metadata.
+    pub cluster_id: Option<String>,
+    /// The DER of the TLS client certificate (leaf), when one was presented.
+    pub client_cert: Option<Vec<u8>>,
+}
+
 /// A resource as served: its version is the server generation that last set it.
 #[derive(Debug, Clone)]
 pub(crate) struct Served {
@@ -100,6 +113,7 @@ pub(crate) struct State {
     pub type_versions: BTreeMap<String, u64>,
     pub generation: u64,
     pub received: Vec<Received>,
+    pub opened: Vec<Opened>,
     pub sent: Vec<Sent>,
     pub next_nonce: u64,
     pub next_stream: u64,
@@ -133,6 +147,8 @@ impl Shared {
 pub struct AdsServer {
     address: SocketAddr,
     shared: Arc<Shared>,
+    /// Served over TLS with this configuration (restarts too).
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -162,10 +178,26 @@ impl AdsServer {
             changed: watch::channel(0).0,
             requests: watch::channel(0).0,
         });
-        AdsServer::spawn(address, shared)
+        AdsServer::spawn(address, shared, None)
     }
 
-    fn spawn(address: SocketAddr, shared: Arc<Shared>) -> AdsServer {
+    /// Starts on `address` serving gRPC over TLS with `tls` (istiod's 15012, say:
+    /// [`crate::ca::istiod_server_config`]); [`AdsServer::opened`] tells what credentials
+    /// each stream came with.
+    pub fn start_tls(address: SocketAddr, tls: rustls::ServerConfig) -> AdsServer {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: watch::channel(0).0,
+            requests: watch::channel(0).0,
+        });
+        AdsServer::spawn(address, shared, Some(Arc::new(tls)))
+    }
+
+    fn spawn(
+        address: SocketAddr,
+        shared: Arc<Shared>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> AdsServer {
         let listener = std::net::TcpListener::bind(address)
             .unwrap_or_else(|e| panic!("test ADS server: cannot bind {address}: {e}"));
         let address = listener
@@ -178,6 +210,7 @@ impl AdsServer {
         let service = streams::Service {
             shared: shared.clone(),
         };
+        let tls_for_thread = tls.clone();
         let thread = std::thread::Builder::new()
             .name(format!("ads-server-{}", address.port()))
             .spawn(move || {
@@ -188,10 +221,28 @@ impl AdsServer {
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)
                         .unwrap_or_else(|e| panic!("test ADS server: {e}"));
-                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                    let serve = tonic::transport::Server::builder()
-                        .add_service(AggregatedDiscoveryServiceServer::new(service))
-                        .serve_with_incoming(incoming);
+                    let router = tonic::transport::Server::builder()
+                        .add_service(AggregatedDiscoveryServiceServer::new(service));
+                    let serve = async move {
+                        match tls_for_thread {
+                            None => {
+                                router
+                                    .serve_with_incoming(
+                                        tokio_stream::wrappers::TcpListenerStream::new(listener),
+                                    )
+                                    .await
+                            }
+                            Some(tls) => {
+                                let (tx, rx) = tokio::sync::mpsc::channel(16);
+                                tokio::spawn(tls_accept_loop(listener, tls, tx));
+                                router
+                                    .serve_with_incoming(
+                                        tokio_stream::wrappers::ReceiverStream::new(rx),
+                                    )
+                                    .await
+                            }
+                        }
+                    };
                     tokio::select! {
                         result = serve => {
                             if let Err(e) = result {
@@ -208,6 +259,7 @@ impl AdsServer {
         AdsServer {
             address,
             shared,
+            tls,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -237,8 +289,13 @@ impl AdsServer {
     /// records.
     pub fn restart(&mut self) {
         self.kill();
-        let again = AdsServer::spawn(self.address, self.shared.clone());
+        let again = AdsServer::spawn(self.address, self.shared.clone(), self.tls.clone());
         *self = again;
+    }
+
+    /// The credentials of every stream opened so far, in order.
+    pub fn opened(&self) -> Vec<Opened> {
+        self.shared.lock().opened.clone()
     }
 
     /// Adds or replaces resources (by type and name) in one change, pushed to every stream.
@@ -355,5 +412,38 @@ impl AdsServer {
 impl Drop for AdsServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// TLS handshakes for [`AdsServer::start_tls`]; a failed one is logged and dropped, as a
+/// server does. Ends when the server's runtime is dropped.
+async fn tls_accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    conns: tokio::sync::mpsc::Sender<
+        Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+    >,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                tracing::warn!(error = %e, "test ADS server accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = conns.send(Ok(tls)).await;
+                }
+                Ok(Err(e)) => tracing::info!(error = %e, "test ADS server TLS handshake failed"),
+                Err(_) => tracing::info!("test ADS server TLS handshake timed out"),
+            }
+        });
     }
 }

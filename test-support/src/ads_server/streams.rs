@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{CLUSTER, LISTENER, Received, Sent, Shared};
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use super::{CLUSTER, LISTENER, Opened, Received, Sent, Shared};
 
 pub(crate) struct Service {
     pub shared: Arc<Shared>,
@@ -30,7 +32,8 @@ impl AggregatedDiscoveryService for Service {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(sotw(self.shared.clone(), request.into_inner(), tx));
+        let stream = opened(&self.shared, &request);
+        tokio::spawn(sotw(self.shared.clone(), stream, request.into_inner(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -39,7 +42,8 @@ impl AggregatedDiscoveryService for Service {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(delta(self.shared.clone(), request.into_inner(), tx));
+        let stream = opened(&self.shared, &request);
+        tokio::spawn(delta(self.shared.clone(), stream, request.into_inner(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -48,10 +52,30 @@ fn is_wildcard_type(type_url: &str) -> bool {
     type_url == LISTENER || type_url == CLUSTER
 }
 
-fn new_stream(shared: &Shared) -> u64 {
+/// Numbers a new stream and records how it was opened.
+fn opened<T>(shared: &Shared, request: &Request<T>) -> u64 {
+    let text = |name: &str| {
+        request
+            .metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let client_cert = request
+        .extensions()
+        .get::<TlsConnectInfo<TcpConnectInfo>>()
+        .and_then(TlsConnectInfo::peer_certs)
+        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
     let mut state = shared.lock();
     state.next_stream += 1;
-    state.next_stream
+    let stream = state.next_stream;
+    state.opened.push(Opened {
+        stream,
+        authorization: text("authorization"),
+        cluster_id: text("clusterid"),
+        client_cert,
+    });
+    stream
 }
 
 fn next_nonce(state: &mut super::State) -> String {
@@ -63,10 +87,10 @@ fn next_nonce(state: &mut super::State) -> String {
 /// names change, and when it changes.
 async fn sotw(
     shared: Arc<Shared>,
+    stream: u64,
     mut requests: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) {
-    let stream = new_stream(&shared);
     let mut changed = shared.changed.subscribe();
     // Per type: the names asked for, and the type version last sent.
     let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -168,10 +192,10 @@ impl Subscription {
 /// always answered, even with nothing.
 async fn delta(
     shared: Arc<Shared>,
+    stream: u64,
     mut requests: Streaming<DeltaDiscoveryRequest>,
     tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
 ) {
-    let stream = new_stream(&shared);
     let mut changed = shared.changed.subscribe();
     let mut subs: BTreeMap<String, Subscription> = BTreeMap::new();
     loop {

@@ -54,6 +54,8 @@ pub enum Protocol {
 /// [`AdsConfig::server`]: istiod over TLS, say, dialled and authenticated by code that holds
 /// the credentials (the workload certificate, the token).
 pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// The server, for messages (`https://istiod.istio-system.svc:15012`).
+    fn server(&self) -> String;
     /// A new connection for one stream; asked again on every reconnect, so credentials that
     /// rotated in between are used.
     fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Channel, String>> + Send + '_>>;

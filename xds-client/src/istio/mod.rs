@@ -57,10 +57,6 @@ pub enum IstioError {
     NoAddress,
     #[error(transparent)]
     Host(#[from] HostError),
-    #[error(
-        "TLS to istiod not implemented yet: cannot connect to {discovery_address} (use --xds-plaintext ADDR for a plaintext control plane)"
-    )]
-    TlsNotImplemented { discovery_address: String },
     #[error("discoveryAddress {address}: cannot resolve: {message}")]
     Resolve { address: String, message: String },
     #[error("rendering the node as JSON: {0}")]

@@ -215,23 +215,25 @@ impl VmBootstrap {
 
     /// The configuration to run: the static part (admin, `xds-grpc`), its config dump and
     /// the ADS client settings. `plaintext` is an xDS server reached without TLS (tests, a
-    /// local control plane). Without it, `controlPlaneAuthPolicy: NONE` means plaintext to
-    /// `discovery_address` (resolved once, now, by the system resolver, which reads the
-    /// `/etc/hosts` lines istioctl's `hosts` file adds), as pilot-agent dials insecurely
-    /// then; `MUTUAL_TLS` needs TLS to istiod, which is not implemented yet and fails.
+    /// local control plane). Without it the stream goes to `discovery_address` (resolved
+    /// once, now, by the system resolver, which reads the `/etc/hosts` lines istioctl's
+    /// `hosts` file adds): plaintext with `controlPlaneAuthPolicy: NONE`, as pilot-agent
+    /// dials insecurely then, else over TLS ([`VmBootstrap::xds_over_tls`]), which the
+    /// caller sets up as the client's [`crate::ads::Transport`].
     pub fn load_config(&self, plaintext: Option<SocketAddr>) -> Result<LoadedConfig, IstioError> {
-        let xds = match (plaintext, self.auth_policy) {
-            (Some(address), _) => address,
-            (None, AuthPolicy::None) => resolve(&self.discovery_address)?,
-            (None, AuthPolicy::MutualTls) => {
-                return Err(IstioError::TlsNotImplemented {
-                    discovery_address: self.discovery_address.clone(),
-                });
-            }
+        let xds = match plaintext {
+            Some(address) => address,
+            None => resolve(&self.discovery_address)?,
         };
         let text = self.envoy_bootstrap(xds)?.to_string();
         bootstrap::load_str(&text, "generated Istio VM bootstrap.json")
             .map_err(IstioError::Generated)
+    }
+
+    /// Whether xDS goes to istiod over TLS: no `plaintext` server was named and the mesh's
+    /// `controlPlaneAuthPolicy` is `MUTUAL_TLS`.
+    pub fn xds_over_tls(&self, plaintext: Option<SocketAddr>) -> bool {
+        plaintext.is_none() && self.auth_policy == AuthPolicy::MutualTls
     }
 }
 
@@ -310,7 +312,10 @@ impl StartScript {
         env.derive("INSTANCE_IP", &instance_ip.to_string());
         env.derive("POD_NAME", &pod_name);
         env.derive("POD_NAMESPACE", &namespace);
-        env.derive("CA_ADDR", &ca_address);
+        // Only when unset, so that the origin of a given CA_ADDR stays visible.
+        if env.non_empty("CA_ADDR").is_none() {
+            env.derive("CA_ADDR", &ca_address);
+        }
         for (name, default) in [("PROV_CERT", "/etc/certs"), ("OUTPUT_CERTS", "/etc/certs")] {
             if env.get(name).is_none() {
                 env.derive(name, default);

@@ -428,12 +428,22 @@ fn bad_files_and_values_are_named() {
 }
 
 #[test]
-fn without_plaintext_xds_tls_is_required_and_refused() {
-    let e = Vm::new().ok().load_config(None).unwrap_err().to_string();
-    assert_eq!(
-        e,
-        "TLS to istiod not implemented yet: cannot connect to istiod-canary.istio-system.svc:15012 (use --xds-plaintext ADDR for a plaintext control plane)"
+fn without_plaintext_xds_goes_over_tls_to_the_discovery_address() {
+    let vm = Vm::new().ok();
+    assert!(vm.xds_over_tls(None));
+    assert!(!vm.xds_over_tls(Some("127.0.0.1:15010".parse().unwrap())));
+    // The address is resolved for the bootstrap's xds-grpc cluster, as for plaintext.
+    let e = vm.load_config(None).unwrap_err().to_string();
+    assert!(
+        e.starts_with("discoveryAddress istiod-canary.istio-system.svc:15012: cannot resolve: "),
+        "{e}"
     );
+    let vm = Vm::new()
+        .inherit("PROXY_CONFIG", "discoveryAddress: localhost:15012\n")
+        .ok();
+    assert!(vm.xds_over_tls(None));
+    let ads = vm.load_config(None).unwrap().ads.unwrap();
+    assert!(ads.server.ip().is_loopback() && ads.server.port() == 15012);
 }
 
 #[test]
