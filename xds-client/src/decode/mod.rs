@@ -12,6 +12,7 @@ mod error;
 mod extension;
 mod filter_chain;
 mod listener;
+mod rbac;
 mod tcp_proxy;
 mod time;
 mod tls;
