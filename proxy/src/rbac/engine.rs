@@ -151,7 +151,9 @@ impl Input<'_, '_> {
 
     /// Envoy's `MetadataMatcher`: request metadata on a request, else the connection's.
     fn metadata(&self, m: &MetadataMatcher) -> bool {
-        let source = self.request.map_or(self.connection.metadata, |r| r.metadata);
+        let source = self
+            .request
+            .map_or(self.connection.metadata, |r| r.metadata);
         value_matches(&m.value, source.get(&m.filter, &m.path)) != m.invert
     }
 }

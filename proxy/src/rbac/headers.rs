@@ -45,9 +45,9 @@ pub(super) fn matches(m: &HeaderMatcher, request: Option<&Request<'_>>) -> bool 
     let matched = match &m.rule {
         HeaderMatchRule::Present(present) => *present,
         HeaderMatchRule::String(s) => s.matches(value),
-        HeaderMatchRule::Range { start, end } => value
-            .parse::<i64>()
-            .is_ok_and(|n| *start <= n && n < *end),
+        HeaderMatchRule::Range { start, end } => {
+            value.parse::<i64>().is_ok_and(|n| *start <= n && n < *end)
+        }
     };
     matched != m.invert
 }

@@ -77,7 +77,6 @@ pub(crate) fn network_rbac(ctx: &Ctx, pb: &NetworkRbac) -> Result<model::Network
 }
 
 /// `extensions.filters.http.rbac.v3.RBAC`, for the HTTP filter decoder.
-#[allow(dead_code)] // called by the HTTP filter decoder of the L7 work, merged separately
 pub(crate) fn http_rbac(ctx: &Ctx, pb: &HttpRbac) -> Result<model::HttpRbac, DecodeError> {
     let HttpRbac {
         rules: enforced,
