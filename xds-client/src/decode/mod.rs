@@ -24,7 +24,7 @@ pub(crate) use error::Ctx;
 pub use error::{DecodeError, Resource, ResourceKind};
 pub(crate) use extension::type_name_of;
 pub(crate) use listener::listener;
-pub use rbac::{http_rbac_config, network_rbac_config};
+pub use rbac::{http_rbac_config, http_rbac_per_route_config, network_rbac_config};
 
 #[cfg(test)]
 mod tests;

@@ -72,7 +72,8 @@ pub enum Principal {
     Not(Box<Principal>),
     Any,
     /// The peer of a TLS connection. `None` matches any peer that presented a certificate;
-    /// `Some` is compared with the certificate's first URI SAN (Istio: the SPIFFE ID).
+    /// `Some` is compared with the peer's SPIFFE ID, the one URI SAN of a mesh certificate
+    /// (Envoy would go on to DNS SANs and the subject, which mesh certificates leave empty).
     Authenticated(Option<StringMatcher>),
     /// The peer address of the connection (`direct_remote_ip`, and the deprecated
     /// `source_ip`, which is the same address without PROXY protocol).

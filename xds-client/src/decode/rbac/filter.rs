@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac as HttpRbac, RbacPerRoute};
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::{
     Rbac as NetworkRbac, rbac::EnforcementType,
 };
@@ -113,4 +113,16 @@ pub(crate) fn http_rbac(ctx: &Ctx, pb: &HttpRbac) -> Result<model::HttpRbac, Dec
         shadow_rules_stat_prefix: Arc::from(shadow_rules_stat_prefix.as_str()),
         track_per_rule_stats: *track_per_rule_stats,
     }))
+}
+
+/// `extensions.filters.http.rbac.v3.RBACPerRoute` (in a route's `typed_per_filter_config`):
+/// the config that replaces the listener's for that route; `None` turns RBAC off there.
+pub(crate) fn http_rbac_per_route(
+    ctx: &Ctx,
+    pb: &RbacPerRoute,
+) -> Result<Option<model::HttpRbac>, DecodeError> {
+    let RbacPerRoute { rbac } = pb;
+    rbac.as_ref()
+        .map(|r| http_rbac(&ctx.at("rbac"), r))
+        .transpose()
 }

@@ -5,11 +5,11 @@ pub(crate) mod matcher;
 mod metadata;
 mod rules;
 
-use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::{Rbac as HttpRbac, RbacPerRoute};
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::google::protobuf::Any;
 
-pub(crate) use filter::{http_rbac, network_rbac};
+pub(crate) use filter::{http_rbac, http_rbac_per_route, network_rbac};
 
 use super::error::{Ctx, DecodeError, Resource};
 use super::extension::Extension;
@@ -43,4 +43,17 @@ pub fn http_rbac_config(
         return Err(ctx.invalid("typed_config", format!("{ext} is not an HTTP RBAC config")));
     }
     http_rbac(&ctx.at("typed_config"), &ext.config(&ctx)?)
+}
+
+/// One `RBACPerRoute` on its own; `None`: RBAC is disabled on that route.
+pub fn http_rbac_per_route_config(
+    resource: &Resource,
+    typed_config: &Any,
+) -> Result<Option<model::HttpRbac>, DecodeError> {
+    let ctx = Ctx::new(resource);
+    let ext = Extension::new(&ctx, "envoy.filters.http.rbac", Some(typed_config))?;
+    if !ext.is::<RbacPerRoute>("envoy.filters.http.rbac") {
+        return Err(ctx.invalid("typed_config", format!("{ext} is not an RBACPerRoute")));
+    }
+    http_rbac_per_route(&ctx.at("typed_config"), &ext.config(&ctx)?)
 }

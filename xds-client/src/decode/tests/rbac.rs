@@ -4,7 +4,9 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::google::protobuf::Any;
 use serde_json::{Value, json};
 
-use crate::decode::{Resource, http_rbac_config, listener, network_rbac_config};
+use crate::decode::{
+    Resource, http_rbac_config, http_rbac_per_route_config, listener, network_rbac_config,
+};
 use crate::model::{
     self, Enforcement, HeaderMatchRule, NetworkFilter, Permission, Principal, RbacAction,
     StringPattern, ValueMatcher,
@@ -354,4 +356,29 @@ fn deprecated_header_forms_and_value_matchers() {
         if h.invert && matches!(h.rule, HeaderMatchRule::Range { start: 1, end: 5 })));
     assert!(matches!(&policy.principals[0], Principal::Metadata(m)
         if matches!(&m.value, ValueMatcher::ListOneOf(inner) if matches!(**inner, ValueMatcher::String(_)))));
+}
+
+#[test]
+fn per_route_config_replaces_or_disables() {
+    let per_route = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBACPerRoute";
+    let disabled = http_rbac_per_route_config(&res(), &pb::<Any>(json!({"@type": per_route})));
+    assert!(disabled.unwrap().is_none());
+    let replaced = http_rbac_per_route_config(
+        &res(),
+        &pb::<Any>(json!({"@type": per_route, "rbac": {"rules": {"action": "DENY"}}})),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(replaced.rules.unwrap().action, RbacAction::Deny);
+    let err = http_rbac_per_route_config(
+        &res(),
+        &pb::<Any>(json!({"@type": per_route, "rbac": {"rules": {"policies": {"p": {}}}}})),
+    )
+    .unwrap_err();
+    assert_invalid(
+        &err.problems()[0],
+        &res(),
+        "typed_config.rbac.rules.policies[\"p\"].permissions",
+        "at least one",
+    );
 }
