@@ -452,3 +452,36 @@ fn metadata_on_a_missing_value() {
     assert!(evaluate(&meta(ValueMatcher::Present(false), false), &c, None).allowed);
     assert!(!evaluate(&meta(ValueMatcher::Null, false), &c, None).allowed);
 }
+
+#[test]
+fn connection_attributes() {
+    let allow = |p: Permission| rules(RbacAction::Allow, vec![p], vec![Principal::Any]);
+    let mut c = conn(None, "10.0.0.1:5555", "10.0.0.2:8080");
+    let range = allow(Permission::DestinationPortRange {
+        start: 8000,
+        end: 8080,
+    });
+    assert!(!evaluate(&range, &c, None).allowed, "the end is exclusive");
+    c.destination = addr("10.0.0.2:8079");
+    assert!(evaluate(&range, &c, None).allowed);
+    // Without SNI the requested server name is the empty string, as in Envoy.
+    let sni = |s| allow(Permission::RequestedServerName(exact(s)));
+    assert!(evaluate(&sni(""), &c, None).allowed);
+    c.server_name = Some("a.example");
+    assert!(evaluate(&sni("a.example"), &c, None).allowed);
+    assert!(!evaluate(&sni(""), &c, None).allowed);
+    // `authenticated` without a name: any mTLS peer, never plaintext.
+    let any_peer = rules(
+        RbacAction::Allow,
+        vec![Permission::Any],
+        vec![Principal::Authenticated(None)],
+    );
+    assert!(!evaluate(&any_peer, &c, None).allowed);
+    c.peer_principal = Some("spiffe://td/ns/a/sa/b");
+    assert!(evaluate(&any_peer, &c, None).allowed);
+    // `not_rule` and `destination_ip`.
+    let not_net = allow(Permission::Not(Box::new(Permission::DestinationIp(
+        "10.0.0.0/24".parse().unwrap(),
+    ))));
+    assert!(!evaluate(&not_net, &c, None).allowed);
+}
