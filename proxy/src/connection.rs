@@ -12,6 +12,7 @@ use crate::drain::Connections;
 use crate::inspect::{InspectError, Inspection};
 use crate::options::Options;
 use crate::original_dst::{self, Destination};
+use crate::rbac;
 use crate::state::{Active, ConfigHolder};
 use crate::tcp_proxy;
 use crate::tls;
@@ -112,14 +113,18 @@ async fn serve(
         return;
     };
     trace!(listener = %listener.name, chain = %chain.name, %peer, "filter chain selected");
-    // tcp_proxy is terminal (validation keeps it last), so the first one takes the connection.
-    let Some(NetworkFilter::TcpProxy(tp)) = chain.filters.first() else {
-        warn!(listener = %listener.name, chain = %chain.name, "filter chain has no network filter; closing");
+    // tcp_proxy is terminal (validation keeps it last); RBAC filters before it decide first.
+    let Some(NetworkFilter::TcpProxy(tp)) = chain.filters.last() else {
+        warn!(listener = %listener.name, chain = %chain.name, "filter chain has no terminal network filter; closing");
         return;
     };
+    let server_name = input.server_name;
     match &chain.transport_socket {
         TransportSocket::Raw => {
-            tcp_proxy::run(tp, stream, None, destination, active, options).await
+            let connection = rbac::Connection::new(None, peer, destination.addr, server_name);
+            if rbac::network_allows(&chain.filters, &connection).await {
+                tcp_proxy::run(tp, stream, None, destination, active, options).await
+            }
         }
         TransportSocket::Tls(config) => {
             let timeout = chain
@@ -128,7 +133,16 @@ async fn serve(
             match tls::accept(config, options.identity.as_ref(), stream, timeout).await {
                 Ok((stream, peer_id)) => {
                     debug!(listener = %listener.name, chain = %chain.name, %peer, peer_identity = %peer_id, "downstream TLS established");
-                    tcp_proxy::run(tp, stream, Some(peer_id), destination, active, options).await
+                    let connection = rbac::Connection::new(
+                        Some(peer_id.as_str()),
+                        peer,
+                        destination.addr,
+                        server_name,
+                    );
+                    if rbac::network_allows(&chain.filters, &connection).await {
+                        tcp_proxy::run(tp, stream, Some(peer_id), destination, active, options)
+                            .await
+                    }
                 }
                 Err(e) => {
                     warn!(listener = %listener.name, chain = %chain.name, %peer, "downstream TLS refused: {e}; closing")

@@ -27,6 +27,7 @@ mod options;
 mod original_dst;
 mod proxy;
 mod random;
+pub mod rbac;
 mod socket;
 mod state;
 mod status;

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, filter, filter_chain_match::ConnectionSourceType,
 };
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use ipnet::IpNet;
 
 use super::address::{cidr, port};
 use super::error::{Ctx, DecodeError, Problems};
 use super::extension::Extension;
+use super::rbac::network_rbac;
 use super::tcp_proxy::tcp_proxy;
 use super::time::duration;
 use super::tls::{downstream, transport_socket_of};
@@ -213,6 +215,10 @@ fn network_filter(
             &ctx.at("typed_config"),
             &config,
         )?))
+    } else if ext.is::<Rbac>("envoy.filters.network.rbac") {
+        let config: Rbac = ext.config(ctx)?;
+        let rbac = network_rbac(&ctx.at("typed_config"), &config)?;
+        Ok(model::NetworkFilter::Rbac(Arc::new(rbac)))
     } else {
         // Network filters have no `is_optional` in Envoy: an unknown one always fails the listener.
         Err(ctx.unsupported(format!("network filter {ext}")))

@@ -12,6 +12,7 @@ mod error;
 mod extension;
 mod filter_chain;
 mod listener;
+mod rbac;
 mod tcp_proxy;
 mod time;
 mod tls;
@@ -23,6 +24,7 @@ pub(crate) use error::Ctx;
 pub use error::{DecodeError, Resource, ResourceKind};
 pub(crate) use extension::type_name_of;
 pub(crate) use listener::listener;
+pub use rbac::{http_rbac_config, http_rbac_per_route_config, network_rbac_config};
 
 #[cfg(test)]
 mod tests;

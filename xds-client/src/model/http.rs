@@ -142,6 +142,8 @@ pub enum HttpFilter {
     IstioAlpn(Vec<AlpnOverride>),
     /// `envoy.filters.http.grpc_stats`: per-method gRPC message counts.
     GrpcStats,
+    /// `envoy.filters.http.rbac`: Istio's AuthorizationPolicy per request.
+    Rbac(Arc<super::HttpRbac>),
 }
 
 /// One `istio.alpn` entry: requests of `protocol` offer `alpn` upstream.

@@ -75,6 +75,8 @@ pub enum SourceType {
 pub enum NetworkFilter {
     TcpProxy(TcpProxy),
     HttpConnectionManager(Arc<super::HttpConnectionManager>),
+    /// `envoy.filters.network.rbac`: runs before the terminal filter.
+    Rbac(Arc<super::NetworkRbac>),
 }
 
 #[derive(Debug, Clone)]

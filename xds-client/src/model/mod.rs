@@ -6,12 +6,14 @@
 mod cluster;
 mod http;
 mod listener;
+mod rbac;
 mod route;
 mod tls;
 
 pub use cluster::*;
 pub use http::*;
 pub use listener::*;
+pub use rbac::*;
 pub use route::*;
 pub use tls::*;
 

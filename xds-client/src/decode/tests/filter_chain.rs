@@ -221,14 +221,6 @@ fn network_filters_other_than_tcp_proxy_are_unsupported() {
         ],
     );
 
-    let err = with_chains(json!([{"filters": [
-        {"name": "envoy.filters.network.rbac", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "tcp."}},
-        tcp_filter("c"),
-    ]}]))
-    .unwrap_err();
-    assert_unsupported(&err, &res(), &["filters[0]", "envoy.filters.network.rbac"]);
-
     let err = with_chains(
         json!([{"filters": [{"name": "istio.stats", "typed_config": {
         "@type": "type.googleapis.com/stats.PluginConfig"}}, tcp_filter("c")]}]),

@@ -4,5 +4,6 @@ mod all_reasons;
 mod cluster;
 mod filter_chain;
 mod listener;
+mod rbac;
 mod tcp_proxy;
 mod tls;
