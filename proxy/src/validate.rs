@@ -152,6 +152,8 @@ mod tests {
                 transport_socket: Default::default(),
                 transport_socket_matches: Vec::new(),
                 http: Default::default(),
+                circuit_breakers: Default::default(),
+                common_lb: Default::default(),
                 endpoints: Vec::new(),
             }),
         );

@@ -100,6 +100,8 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
         transport_socket: Default::default(),
         transport_socket_matches: Vec::new(),
         http: Default::default(),
+        circuit_breakers: Default::default(),
+        common_lb: Default::default(),
         endpoints: endpoints
             .iter()
             .map(|&a| Endpoint {
@@ -107,6 +109,7 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
                 load_balancing_weight: 1,
                 health_status: Default::default(),
                 transport_socket_metadata: Default::default(),
+                locality: Default::default(),
             })
             .collect(),
     }

@@ -5,12 +5,14 @@
 
 mod cluster;
 mod http;
+mod limits;
 mod listener;
 mod route;
 mod tls;
 
 pub use cluster::*;
 pub use http::*;
+pub use limits::*;
 pub use listener::*;
 pub use route::*;
 pub use tls::*;
