@@ -219,6 +219,7 @@ mod tests {
                 peer: xds_client::model::PeerMatch::Any,
             },
             alpn_protocols: Vec::new(),
+            params: Default::default(),
         }
     }
 
