@@ -114,6 +114,7 @@ mod tests {
             use_original_dst: false,
             transparent: false,
             listener_filters: Vec::new(),
+            listener_filters_disabled: Vec::new(),
             filter_chains: vec![FilterChain {
                 name: "c".into(),
                 filter_chain_match: FilterChainMatch::default(),

@@ -70,6 +70,7 @@ pub fn listener(name: &str, cluster: &str) -> Listener {
         use_original_dst: false,
         transparent: false,
         listener_filters: Vec::new(),
+        listener_filters_disabled: Vec::new(),
         filter_chains: vec![chain(
             "default",
             FilterChainMatch::default(),
