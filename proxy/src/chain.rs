@@ -168,6 +168,7 @@ mod tests {
             use_original_dst: false,
             transparent: false,
             listener_filters: Vec::new(),
+            listener_filters_disabled: Vec::new(),
             filter_chains: chains,
             default_filter_chain: default,
             listener_filters_timeout: Some(Duration::from_secs(15)),

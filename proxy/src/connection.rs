@@ -172,7 +172,14 @@ async fn listener_filters(
             original_dst::detect(stream, destination.addr, listener.transparent, listening);
     }
     let inspect = async {
-        for f in &listener.listener_filters {
+        for (i, f) in listener.listener_filters.iter().enumerate() {
+            if listener
+                .filter_disabled(i)
+                .is_some_and(|p| p.matches(destination.addr.port()))
+            {
+                trace!(listener = %listener.name, filter = ?f, "listener filter disabled for this connection");
+                continue;
+            }
             match f {
                 ListenerFilter::OriginalDst => {}
                 ListenerFilter::TlsInspector => inspection.tls(stream).await?,

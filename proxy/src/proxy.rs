@@ -150,7 +150,10 @@ impl Proxy {
             .inner
             .listeners
             .plan(&snapshot, shared.options.backlog)?;
-        shared.config.replace(Active::new(Arc::new(snapshot)));
+        let previous = shared.config.current();
+        shared
+            .config
+            .replace(Active::after(Arc::new(snapshot), Some(&previous)));
         let failed = self
             .inner
             .listeners

@@ -24,6 +24,12 @@ pub(crate) struct Active {
 
 impl Active {
     pub fn new(snapshot: Arc<Snapshot>) -> Active {
+        Active::after(snapshot, None)
+    }
+
+    /// The active form of `snapshot` replacing `previous`: clusters that stay keep counting
+    /// their circuit breakers where the previous snapshot left off.
+    pub fn after(snapshot: Arc<Snapshot>, previous: Option<&Active>) -> Active {
         let by_name = snapshot
             .listeners
             .iter()
@@ -37,7 +43,14 @@ impl Active {
         let clusters = snapshot
             .clusters
             .iter()
-            .map(|(name, c)| (name.clone(), Arc::new(ClusterState::new(c.clone()))))
+            .map(|(name, c)| {
+                let resources = previous
+                    .and_then(|p| p.clusters.get(name))
+                    .map(|s| s.resources.clone())
+                    .unwrap_or_default();
+                let state = ClusterState::new(c.clone(), resources);
+                (name.clone(), Arc::new(state))
+            })
             .collect();
         Active {
             snapshot,

@@ -44,6 +44,13 @@ pub(crate) async fn run<D>(
         }
     };
     let spec = &cluster.cluster;
+    // The cluster's max_connections circuit breaker (tcp_proxy's traffic has the default
+    // priority): over the limit the connection is refused before anything is opened.
+    let max = spec.circuit_breakers.default.max_connections;
+    let Some(slot) = cluster.resources.open_connection(max) else {
+        warn!(cluster = %spec.name, max_connections = max, overflows = cluster.resources.overflow(), "tcp_proxy: upstream_cx_overflow; closing");
+        return;
+    };
     let target = match upstream::resolve(&pick.target).await {
         Ok(t) => t,
         Err(e) => {
@@ -103,7 +110,7 @@ pub(crate) async fn run<D>(
             debug!(cluster = %spec.name, upstream = %target, "tcp_proxy: {e}; closing both sides")
         }
     }
-    drop(pick);
+    drop((pick, slot));
 }
 
 async fn relay<D, U>(

@@ -7,14 +7,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certs::error::PeerIdentityError;
-use certs::tls::client::client_config;
+use certs::tls::client::client_config_with;
+use certs::tls::params::{HandshakeParams, Versions};
 use certs::tls::server::{MeshAcceptor, peer_spiffe_id};
 use certs::{IdentityHandle, SpiffeId, SpiffeMatcher};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{CipherSuite, NamedGroup};
 use tokio_rustls::{client, server};
-use xds_client::model::{CommonTls, DownstreamTls, PeerMatch, UpstreamTls};
+use xds_client::model::{
+    CommonTls, DownstreamTls, EcdhCurve, PeerMatch, Tls12CipherSuite, TlsParams, TlsVersions,
+    UpstreamTls,
+};
 
 /// Envoy waits for a downstream handshake without limit when the filter chain sets no
 /// `transport_socket_connect_timeout`; vm-proxy bounds it so a silent client cannot hold a
@@ -77,6 +82,51 @@ fn alpn(common: &CommonTls) -> Vec<&[u8]> {
         .collect()
 }
 
+/// The handshake restrictions of a TLS context's `tls_params`.
+fn handshake_params(p: &TlsParams) -> HandshakeParams {
+    HandshakeParams {
+        versions: match p.versions {
+            TlsVersions::Tls12And13 => Versions::Tls12And13,
+            TlsVersions::Tls12Only => Versions::Tls12Only,
+            TlsVersions::Tls13Only => Versions::Tls13Only,
+        },
+        tls12_cipher_suites: p
+            .tls12_cipher_suites
+            .iter()
+            .map(|s| match s {
+                Tls12CipherSuite::EcdheEcdsaAes128GcmSha256 => {
+                    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                }
+                Tls12CipherSuite::EcdheEcdsaAes256GcmSha384 => {
+                    CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                }
+                Tls12CipherSuite::EcdheEcdsaChacha20Poly1305 => {
+                    CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+                }
+                Tls12CipherSuite::EcdheRsaAes128GcmSha256 => {
+                    CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+                }
+                Tls12CipherSuite::EcdheRsaAes256GcmSha384 => {
+                    CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+                }
+                Tls12CipherSuite::EcdheRsaChacha20Poly1305 => {
+                    CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256
+                }
+            })
+            .collect(),
+        groups: p
+            .ecdh_curves
+            .iter()
+            .map(|c| match c {
+                EcdhCurve::X25519 => NamedGroup::X25519,
+                EcdhCurve::P256 => NamedGroup::secp256r1,
+                EcdhCurve::P384 => NamedGroup::secp384r1,
+                EcdhCurve::X25519Mlkem768 => NamedGroup::X25519MLKEM768,
+            })
+            .collect(),
+    }
+}
+
 /// Terminates TLS on `stream` within `timeout`, requiring a client certificate whose
 /// SPIFFE ID the chain's validation accepts; returns that ID with the stream.
 pub(crate) async fn accept(
@@ -87,8 +137,9 @@ pub(crate) async fn accept(
 ) -> Result<(server::TlsStream<TcpStream>, SpiffeId), TlsError> {
     let identity = identity.ok_or(TlsError::NoIdentity)?;
     let peers = matcher(&tls.common.validation.peer)?;
-    let acceptor =
-        MeshAcceptor::new(identity, peers, &alpn(&tls.common)).map_err(TlsError::Config)?;
+    let params = handshake_params(&tls.common.params);
+    let acceptor = MeshAcceptor::with_params(identity, peers, &alpn(&tls.common), &params)
+        .map_err(TlsError::Config)?;
     let stream = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(r) => r.map_err(TlsError::Handshake)?,
         Err(_) => return Err(TlsError::Timeout(timeout)),
@@ -108,7 +159,9 @@ pub(crate) async fn connect(
 ) -> Result<(client::TlsStream<TcpStream>, SpiffeId), TlsError> {
     let identity = identity.ok_or(TlsError::NoIdentity)?;
     let peers = matcher(&tls.common.validation.peer)?;
-    let config = client_config(identity, peers, &alpn(&tls.common)).map_err(TlsError::Config)?;
+    let params = handshake_params(&tls.common.params);
+    let config = client_config_with(identity, peers, &alpn(&tls.common), &params)
+        .map_err(TlsError::Config)?;
     let name = server_name(tls.sni.as_ref(), target)?;
     let connecting = TlsConnector::from(Arc::new(config)).connect(name, stream);
     let stream = match tokio::time::timeout(timeout, connecting).await {
@@ -133,6 +186,7 @@ mod tests {
                 peer: PeerMatch::Any,
             },
             alpn_protocols: vec!["istio-peer-exchange".into(), "istio".into()],
+            params: Default::default(),
         };
         assert_eq!(alpn(&common), vec![b"istio".as_slice()]);
     }

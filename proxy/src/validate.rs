@@ -114,6 +114,7 @@ mod tests {
             use_original_dst: false,
             transparent: false,
             listener_filters: Vec::new(),
+            listener_filters_disabled: Vec::new(),
             filter_chains: vec![FilterChain {
                 name: "c".into(),
                 filter_chain_match: FilterChainMatch::default(),
@@ -152,6 +153,8 @@ mod tests {
                 transport_socket: Default::default(),
                 transport_socket_matches: Vec::new(),
                 http: Default::default(),
+                circuit_breakers: Default::default(),
+                common_lb: Default::default(),
                 endpoints: Vec::new(),
             }),
         );
@@ -217,6 +220,7 @@ mod tests {
                 peer: xds_client::model::PeerMatch::Any,
             },
             alpn_protocols: Vec::new(),
+            params: Default::default(),
         }
     }
 

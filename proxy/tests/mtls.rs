@@ -15,8 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vm_proxy::{Options, Proxy};
 use xds_client::model::{
-    CommonTls, DownstreamTls, FilterChainMatch, ListenerFilter, PeerMatch, TransportSocket,
-    TransportSocketMatch, UpstreamTls, Validation,
+    CommonTls, DownstreamTls, FilterChainMatch, ListenerFilter, PeerMatch, Tls12CipherSuite,
+    TlsParams, TlsVersions, TransportSocket, TransportSocketMatch, UpstreamTls, Validation,
 };
 
 const TD: &str = "cluster.local";
@@ -43,6 +43,7 @@ fn common_tls(peer: PeerMatch, alpn: &[&str]) -> CommonTls {
             peer,
         },
         alpn_protocols: alpn.iter().map(|&p| p.into()).collect(),
+        params: Default::default(),
     }
 }
 
@@ -66,9 +67,20 @@ fn tls_match(transport_protocol: &str) -> FilterChainMatch {
 /// The server side: STRICT has one mTLS chain; PERMISSIVE adds a plaintext chain told apart
 /// by the TLS inspector, as istiod builds them.
 async fn server_proxy(pki: &TestPki, permissive: bool) -> (Proxy, SocketAddr) {
+    server_proxy_with(pki, permissive, TlsParams::default()).await
+}
+
+async fn server_proxy_with(
+    pki: &TestPki,
+    permissive: bool,
+    params: TlsParams,
+) -> (Proxy, SocketAddr) {
     let app = echo_server().await;
     let mut inbound = listener("inbound", "app");
     inbound.filter_chains[0].transport_socket = inbound_tls();
+    if let TransportSocket::Tls(t) = &mut inbound.filter_chains[0].transport_socket {
+        t.common.params = params;
+    }
     if permissive {
         inbound.filter_chains[0].filter_chain_match = tls_match("tls");
         inbound.filter_chains.push(chain(
@@ -90,6 +102,20 @@ async fn server_proxy(pki: &TestPki, permissive: bool) -> (Proxy, SocketAddr) {
 /// The client side: its one endpoint (the server proxy) is labelled `tlsMode: istio`, so
 /// the cluster's transport socket match picks TLS expecting `server_id`.
 async fn client_proxy(pki: &TestPki, server: SocketAddr, server_id: &str) -> (Proxy, SocketAddr) {
+    client_proxy_with(pki, server, server_id, TlsParams::default()).await
+}
+
+async fn client_proxy_with(
+    pki: &TestPki,
+    server: SocketAddr,
+    server_id: &str,
+    params: TlsParams,
+) -> (Proxy, SocketAddr) {
+    let mut common = common_tls(
+        PeerMatch::Exact(vec![server_id.into()]),
+        &["istio-peer-exchange", "istio"],
+    );
+    common.params = params;
     let mut cluster = static_cluster("svc", &[server]);
     cluster.endpoints[0].transport_socket_metadata =
         BTreeMap::from([("tlsMode".into(), "istio".into())]);
@@ -99,10 +125,7 @@ async fn client_proxy(pki: &TestPki, server: SocketAddr, server_id: &str) -> (Pr
             criteria: BTreeMap::from([("tlsMode".into(), "istio".into())]),
             transport_socket: TransportSocket::Tls(UpstreamTls {
                 sni: Some("outbound_.9080_._.svc.ns.svc.cluster.local".into()),
-                common: common_tls(
-                    PeerMatch::Exact(vec![server_id.into()]),
-                    &["istio-peer-exchange", "istio"],
-                ),
+                common,
             }),
         },
         TransportSocketMatch {
@@ -143,6 +166,38 @@ async fn data_flows_over_mtls_between_two_proxies() {
         exchange(outbound, b"hello over mTLS").await,
         b"hello over mTLS"
     );
+}
+
+fn tls12_only(suites: &[Tls12CipherSuite]) -> TlsParams {
+    TlsParams {
+        versions: TlsVersions::Tls12Only,
+        tls12_cipher_suites: suites.to_vec(),
+        ecdh_curves: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn tls_params_limit_what_both_sides_negotiate() {
+    use Tls12CipherSuite::*;
+    let pki = TestPki::new(TD);
+    let server_id = pki.spiffe_id("ns", "server");
+    let aes128 = [EcdheEcdsaAes128GcmSha256, EcdheRsaAes128GcmSha256];
+    let aes256 = [EcdheEcdsaAes256GcmSha384, EcdheRsaAes256GcmSha384];
+    let (_server, inbound) = server_proxy_with(&pki, false, tls12_only(&aes128)).await;
+    // A client allowing the same TLS 1.2 suite gets through...
+    let (_ok, outbound) = client_proxy_with(&pki, inbound, &server_id, tls12_only(&aes128)).await;
+    assert_eq!(exchange(outbound, b"aes128").await, b"aes128");
+    // ...one allowing only other suites shares none with the server and is refused...
+    let (_no_suite, outbound) =
+        client_proxy_with(&pki, inbound, &server_id, tls12_only(&aes256)).await;
+    assert_eq!(exchange(outbound, b"aes256").await, b"");
+    // ...and so is one that speaks TLS 1.3 only to a TLS 1.2-only server.
+    let tls13 = TlsParams {
+        versions: TlsVersions::Tls13Only,
+        ..TlsParams::default()
+    };
+    let (_no_version, outbound) = client_proxy_with(&pki, inbound, &server_id, tls13).await;
+    assert_eq!(exchange(outbound, b"tls13").await, b"");
 }
 
 #[tokio::test]

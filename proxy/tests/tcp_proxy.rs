@@ -218,6 +218,39 @@ async fn unknown_cluster_or_zero_weights_close_the_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_closes_connections_over_the_limit_until_one_ends() {
+    let up = named_echo("up").await;
+    let mut c = static_cluster("c", &[up]);
+    c.circuit_breakers.default.max_connections = 2;
+    let proxy = start(snapshot(vec![listener("l", "c")], vec![c])).await;
+    let at = addr(&proxy, "l");
+    let mut first = connect(at).await;
+    assert_eq!(read_line(&mut first).await, "up");
+    let mut second = connect(at).await;
+    assert_eq!(read_line(&mut second).await, "up");
+    // The third is over the limit: closed before any upstream is opened.
+    let mut third = connect(at).await;
+    assert!(closed_without_data(&mut third).await);
+    // The two admitted ones still work.
+    second.write_all(b"still here\n").await.unwrap();
+    assert_eq!(read_line(&mut second).await, "still here");
+    // When one ends, its place is free again.
+    drop(first);
+    let mut again = None;
+    for _ in 0..100 {
+        let mut s = connect(at).await;
+        let mut b = [0u8; 3];
+        if let Ok(Ok(3)) = tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut b)).await
+        {
+            again = Some(b);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(again.as_ref().map(|b| &b[..]), Some(&b"up\n"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_upstream_closes_the_connection() {
     // A port nothing listens on: bind one, take its number, close it.
     let gone = std::net::TcpListener::bind("127.0.0.1:0")

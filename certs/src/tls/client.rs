@@ -14,6 +14,7 @@ use crate::error::TlsError;
 use crate::handle::IdentityHandle;
 use crate::provider;
 use crate::spiffe::{SpiffeId, SpiffeMatcher};
+use crate::tls::params::HandshakeParams;
 use crate::tls::resolver::CurrentCertResolver;
 use crate::tls::{identity_rejection, no_trust_bundle, signatures};
 
@@ -91,8 +92,18 @@ pub fn client_config(
     peers: SpiffeMatcher,
     alpn: &[&[u8]],
 ) -> Result<ClientConfig, TlsError> {
-    let mut config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+    client_config_with(handle, peers, alpn, &HandshakeParams::default())
+}
+
+/// [`client_config`] negotiating only what `params` allows.
+pub fn client_config_with(
+    handle: &IdentityHandle,
+    peers: SpiffeMatcher,
+    alpn: &[&[u8]],
+    params: &HandshakeParams,
+) -> Result<ClientConfig, TlsError> {
+    let mut config = ClientConfig::builder_with_provider(params.provider())
+        .with_protocol_versions(params.versions())
         .map_err(|source| TlsError::Build {
             side: "client",
             source,

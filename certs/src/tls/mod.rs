@@ -2,6 +2,7 @@
 
 pub mod alpn;
 pub mod client;
+pub mod params;
 pub mod resolver;
 pub mod server;
 

@@ -13,8 +13,8 @@ use rustls::{
 
 use crate::error::{PeerIdentityError, TlsError};
 use crate::handle::IdentityHandle;
-use crate::provider;
 use crate::spiffe::{SpiffeId, SpiffeMatcher};
+use crate::tls::params::HandshakeParams;
 use crate::tls::resolver::CurrentCertResolver;
 use crate::tls::{identity_rejection, no_trust_bundle, signatures};
 
@@ -101,8 +101,18 @@ pub fn server_config(
     peers: SpiffeMatcher,
     alpn: &[&[u8]],
 ) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+    server_config_with(handle, peers, alpn, &HandshakeParams::default())
+}
+
+/// [`server_config`] negotiating only what `params` allows.
+pub fn server_config_with(
+    handle: &IdentityHandle,
+    peers: SpiffeMatcher,
+    alpn: &[&[u8]],
+    params: &HandshakeParams,
+) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(params.provider())
+        .with_protocol_versions(params.versions())
         .map_err(|source| TlsError::Build {
             side: "server",
             source,
@@ -133,7 +143,17 @@ impl MeshAcceptor {
         peers: SpiffeMatcher,
         alpn: &[&[u8]],
     ) -> Result<Self, TlsError> {
-        let base = server_config(handle, peers, &[])?;
+        Self::with_params(handle, peers, alpn, &HandshakeParams::default())
+    }
+
+    /// [`MeshAcceptor::new`] negotiating only what `params` allows.
+    pub fn with_params(
+        handle: &IdentityHandle,
+        peers: SpiffeMatcher,
+        alpn: &[&[u8]],
+        params: &HandshakeParams,
+    ) -> Result<Self, TlsError> {
+        let base = server_config_with(handle, peers, &[], params)?;
         let by_protocol = alpn
             .iter()
             .map(|p| {

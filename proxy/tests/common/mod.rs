@@ -70,6 +70,7 @@ pub fn listener(name: &str, cluster: &str) -> Listener {
         use_original_dst: false,
         transparent: false,
         listener_filters: Vec::new(),
+        listener_filters_disabled: Vec::new(),
         filter_chains: vec![chain(
             "default",
             FilterChainMatch::default(),
@@ -100,6 +101,8 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
         transport_socket: Default::default(),
         transport_socket_matches: Vec::new(),
         http: Default::default(),
+        circuit_breakers: Default::default(),
+        common_lb: Default::default(),
         endpoints: endpoints
             .iter()
             .map(|&a| Endpoint {
@@ -107,6 +110,7 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
                 load_balancing_weight: 1,
                 health_status: Default::default(),
                 transport_socket_metadata: Default::default(),
+                locality: Default::default(),
             })
             .collect(),
     }

@@ -23,6 +23,7 @@ use super::address::ip_socket;
 use super::endpoint::endpoints;
 use super::error::{Ctx, DecodeError, Problems, Resource};
 use super::extension::type_name_of;
+use super::limits::{circuit_breakers as breakers, common_lb};
 use super::time::duration_or;
 use super::tls::{transport_socket_of, upstream};
 use crate::model;
@@ -135,7 +136,6 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             .check("wait_for_warm_on_init", wait_for_warm_on_init.is_some())
             .check("outlier_detection", outlier_detection.is_some())
             .check("lb_subset_config", lb_subset_config.is_some())
-            .check_msg("common_lb_config", common_lb_config)
             .check_msg("upstream_connection_options", upstream_connection_options)
             .check(
                 "close_connections_on_host_health_failure",
@@ -161,7 +161,6 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
                 *connection_pool_per_downstream_connection,
             )
             .check("queuing_policies", queuing_policies.is_some())
-            .check("circuit_breakers", circuit_breakers.is_some())
             .check("lb_config", lb_config_set(lb_config.as_ref()))
             .finish(),
     );
@@ -177,6 +176,15 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             .map(|(i, m)| socket_match(&ctx.at_index("transport_socket_matches", i), m))
             .collect::<Result<Vec<_>, _>>(),
     );
+
+    let circuit_breakers = problems.take(breakers(
+        &ctx.at("circuit_breakers"),
+        circuit_breakers.as_ref(),
+    ));
+    let common_lb = problems.take(common_lb(
+        &ctx.at("common_lb_config"),
+        common_lb_config.as_ref(),
+    ));
 
     let discovery = problems.take(discovery_of(&ctx, cluster_discovery_type.as_ref()));
     let lb_policy = discovery.and_then(|d| problems.take(lb_policy_of(&ctx, *lb_policy, d)));
@@ -251,6 +259,8 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             transport_socket_matches: transport_socket_matches?,
             // HttpProtocolOptions only shape HTTP upstreams, which no listener routes to yet.
             http: model::HttpUpstreamOptions::default(),
+            circuit_breakers: circuit_breakers?,
+            common_lb: common_lb?,
         })
     })();
     problems.finish(cluster)

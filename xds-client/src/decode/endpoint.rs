@@ -36,6 +36,10 @@ pub(crate) fn endpoints(
             .check("named_endpoints", !named_endpoints.is_empty())
             .finish(),
     );
+    let overprovisioning = policy
+        .as_ref()
+        .and_then(|p| p.overprovisioning_factor)
+        .map_or(model::DEFAULT_OVERPROVISIONING, |f| f.value);
     if let Some(policy) = policy {
         problems.take(check_policy(&ctx.at("policy"), policy));
     }
@@ -43,7 +47,7 @@ pub(crate) fn endpoints(
     for (i, locality) in endpoints.iter().enumerate() {
         let ctx = ctx.at_index("endpoints", i);
         let LocalityLbEndpoints {
-            locality: _, // only zone-aware routing reads it, and that needs common_lb_config (rejected)
+            locality: _, // only zone-aware routing reads the name, and it is rejected
             metadata: _, // inert data for filters; none of the supported ones reads it
             lb_endpoints,
             load_balancing_weight,
@@ -57,18 +61,24 @@ pub(crate) fn endpoints(
                 .check("lb_config", lb_config.is_some())
                 .finish(),
         );
-        // Locality weights only apply with locality-weighted balancing (common_lb_config,
-        // rejected), but Envoy still validates them.
         if load_balancing_weight.is_some_and(|w| w.value == 0) {
             problems.push(ctx.invalid("load_balancing_weight", "must be at least 1"));
         }
+        let locality = model::EndpointLocality {
+            index: u32::try_from(i).unwrap_or(u32::MAX),
+            weight: load_balancing_weight.map(|w| w.value),
+            overprovisioning,
+        };
         out.extend(
-            problems.take_all(
-                lb_endpoints
-                    .iter()
-                    .enumerate()
-                    .map(|(j, e)| endpoint(&ctx.at_index("lb_endpoints", j), e, dns_names)),
-            ),
+            problems
+                .take_all(
+                    lb_endpoints
+                        .iter()
+                        .enumerate()
+                        .map(|(j, e)| endpoint(&ctx.at_index("lb_endpoints", j), e, dns_names)),
+                )
+                .into_iter()
+                .map(|e| model::Endpoint { locality, ..e }),
         );
     }
     problems.finish(Some(out))
@@ -77,9 +87,7 @@ pub(crate) fn endpoints(
 fn check_policy(ctx: &Ctx, pb: &Policy) -> Result<(), DecodeError> {
     let Policy {
         drop_overloads,
-        // Spill-over between priorities and localities; with priority 0 only and no locality
-        // weighting there is nothing to spill between.
-        overprovisioning_factor,
+        overprovisioning_factor, // carried by the caller into each endpoint's locality
         endpoint_stale_after,
         weighted_priority_health,
     } = pb;
@@ -147,6 +155,7 @@ fn endpoint(ctx: &Ctx, pb: &LbEndpoint, dns_names: bool) -> Result<model::Endpoi
         load_balancing_weight,
         health_status,
         transport_socket_metadata: transport_socket_metadata(metadata.as_ref()),
+        locality: model::EndpointLocality::default(),
     })
 }
 

@@ -4,7 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::{Address, address};
-use envoy_types::pb::envoy::config::listener::v3::{Listener, ListenerFilter, listener_filter};
+use envoy_types::pb::envoy::config::listener::v3::{
+    Listener, ListenerFilter, ListenerFilterChainMatchPredicate, listener_filter,
+    listener_filter_chain_match_predicate::{MatchSet, Rule},
+};
 use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -102,12 +105,15 @@ pub(crate) fn listener(pb: &Listener) -> Result<model::Listener, DecodeError> {
         None => problems.take(ip_socket_address(&ctx, "address", address.as_ref())),
     };
 
-    let listener_filters = problems.take_all(
-        listener_filters
-            .iter()
-            .enumerate()
-            .map(|(i, f)| listener_filter(&ctx.at_index("listener_filters", i), f)),
-    );
+    let (listener_filters, listener_filters_disabled) = problems
+        .take_all(
+            listener_filters
+                .iter()
+                .enumerate()
+                .map(|(i, f)| listener_filter(&ctx.at_index("listener_filters", i), f)),
+        )
+        .into_iter()
+        .unzip();
 
     if filter_chains.is_empty() && default_filter_chain.is_none() {
         problems.push(ctx.invalid("filter_chains", "no filter chains specified"));
@@ -147,6 +153,7 @@ pub(crate) fn listener(pb: &Listener) -> Result<model::Listener, DecodeError> {
         use_original_dst: use_original_dst.is_some_and(|b| b.value),
         transparent: transparent.is_some_and(|b| b.value),
         listener_filters,
+        listener_filters_disabled,
         listener_filters_timeout,
         continue_on_listener_filters_timeout: *continue_on_listener_filters_timeout,
         filter_chains,
@@ -170,10 +177,62 @@ fn unnamed_listener_name(address: Option<&Address>) -> String {
     }
 }
 
-fn listener_filter(ctx: &Ctx, pb: &ListenerFilter) -> Result<model::ListenerFilter, DecodeError> {
+/// One listener filter with the condition that skips it.
+fn listener_filter(
+    ctx: &Ctx,
+    pb: &ListenerFilter,
+) -> Result<(model::ListenerFilter, Option<model::FilterPredicate>), DecodeError> {
+    let disabled = pb
+        .filter_disabled
+        .as_ref()
+        .map(|p| predicate(&ctx.at("filter_disabled"), p))
+        .transpose()?;
+    Ok((filter_kind(ctx, pb)?, disabled))
+}
+
+fn predicate(
+    ctx: &Ctx,
+    pb: &ListenerFilterChainMatchPredicate,
+) -> Result<model::FilterPredicate, DecodeError> {
+    let rules = |field: &str, set: &MatchSet| {
+        if set.rules.len() < 2 {
+            return Err(ctx.invalid(field, "a match set needs at least 2 rules"));
+        }
+        set.rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| predicate(&ctx.at(field).at_index("rules", i), r))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    match &pb.rule {
+        Some(Rule::OrMatch(set)) => Ok(model::FilterPredicate::Or(rules("or_match", set)?)),
+        Some(Rule::AndMatch(set)) => Ok(model::FilterPredicate::And(rules("and_match", set)?)),
+        Some(Rule::NotMatch(inner)) => Ok(model::FilterPredicate::Not(Box::new(predicate(
+            &ctx.at("not_match"),
+            inner,
+        )?))),
+        Some(Rule::AnyMatch(true)) => Ok(model::FilterPredicate::Any),
+        Some(Rule::AnyMatch(false)) => Err(ctx.invalid("any_match", "must be true")),
+        Some(Rule::DestinationPortRange(range)) => {
+            if range.start >= range.end {
+                return Err(ctx.invalid(
+                    "destination_port_range",
+                    format!("empty range [{}, {})", range.start, range.end),
+                ));
+            }
+            Ok(model::FilterPredicate::DestinationPortRange {
+                start: range.start,
+                end: range.end,
+            })
+        }
+        None => Err(ctx.invalid("rule", "a predicate needs a rule")),
+    }
+}
+
+fn filter_kind(ctx: &Ctx, pb: &ListenerFilter) -> Result<model::ListenerFilter, DecodeError> {
     let ListenerFilter {
         name,
-        filter_disabled,
+        filter_disabled: _, // decoded by the caller
         config_type,
     } = pb;
     if name.is_empty() {
@@ -187,9 +246,6 @@ fn listener_filter(ctx: &Ctx, pb: &ListenerFilter) -> Result<model::ListenerFilt
         None => None,
     };
     let ext = Extension::new(ctx, name, typed_config)?;
-    if filter_disabled.is_some() {
-        return Err(ctx.unsupported(format!("{ext}: filter_disabled")));
-    }
 
     if ext.is::<OriginalDst>("envoy.filters.listener.original_dst") {
         let OriginalDst {} = ext.config(ctx)?;

@@ -11,6 +11,7 @@ mod endpoint;
 mod error;
 mod extension;
 mod filter_chain;
+mod limits;
 mod listener;
 mod rbac;
 mod tcp_proxy;

@@ -153,9 +153,11 @@ fn common(ctx: &Ctx, pb: Option<&CommonTlsContext>) -> Result<model::CommonTls, 
         .check("custom_handshaker", custom_handshaker.is_some())
         .check("key_log", key_log.is_some())
         .finish()?;
-    if let Some(params) = tls_params {
-        tls_params_check(&ctx.at("tls_params"), params)?;
-    }
+    let params = tls_params
+        .as_ref()
+        .map(|p| self::tls_params(&ctx.at("tls_params"), p))
+        .transpose()?
+        .unwrap_or_default();
     let certificate_secret = match tls_certificate_sds_secret_configs.as_slice() {
         [one] => sds_name(
             &ctx.at_index("tls_certificate_sds_secret_configs", 0),
@@ -210,13 +212,74 @@ fn common(ctx: &Ctx, pb: Option<&CommonTlsContext>) -> Result<model::CommonTls, 
             .iter()
             .map(|p| Arc::from(p.as_str()))
             .collect(),
+        params,
     })
 }
 
-/// vm-proxy speaks TLS 1.2 and 1.3 with rustls' default cipher suites, curves and
-/// signature schemes; a range that includes both versions and no other restriction is
-/// what it implements.
-fn tls_params_check(ctx: &Ctx, pb: &TlsParameters) -> Result<(), DecodeError> {
+/// BoringSSL cipher names (as Envoy takes them) of the TLS 1.2 suites vm-proxy implements.
+const TLS12_SUITES: &[(&str, model::Tls12CipherSuite)] = &[
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        model::Tls12CipherSuite::EcdheEcdsaAes128GcmSha256,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        model::Tls12CipherSuite::EcdheEcdsaAes256GcmSha384,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        model::Tls12CipherSuite::EcdheEcdsaChacha20Poly1305,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        model::Tls12CipherSuite::EcdheRsaAes128GcmSha256,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        model::Tls12CipherSuite::EcdheRsaAes256GcmSha384,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        model::Tls12CipherSuite::EcdheRsaChacha20Poly1305,
+    ),
+];
+
+/// Suites BoringSSL knows that rustls does not implement (no forward secrecy or CBC). A
+/// cipher list only allows suites: listing one of these allows something vm-proxy never
+/// offers, so it narrows nothing and is accepted (istiod lists `AES256-GCM-SHA384` and
+/// `AES128-GCM-SHA256` on inbound chains by default).
+const TLS12_NOT_OFFERED: &[&str] = &[
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "ECDHE-PSK-AES128-CBC-SHA",
+    "ECDHE-PSK-AES256-CBC-SHA",
+    "ECDHE-PSK-CHACHA20-POLY1305",
+    "PSK-AES128-CBC-SHA",
+    "PSK-AES256-CBC-SHA",
+    "DES-CBC3-SHA",
+];
+
+/// Envoy's curve names of the key exchange groups vm-proxy implements.
+const CURVES: &[(&str, model::EcdhCurve)] = &[
+    ("X25519", model::EcdhCurve::X25519),
+    ("P-256", model::EcdhCurve::P256),
+    ("P-384", model::EcdhCurve::P384),
+    ("X25519MLKEM768", model::EcdhCurve::X25519Mlkem768),
+];
+
+/// Curves BoringSSL knows that vm-proxy does not offer; allowed like [`TLS12_NOT_OFFERED`].
+const CURVES_NOT_OFFERED: &[&str] = &["P-224", "P-521", "X25519Kyber768Draft00"];
+
+/// `TlsParameters` → [`model::TlsParams`]. Versions outside TLS 1.2–1.3 cannot be spoken;
+/// a range within them is honoured. `TLS_AUTO` means 1.2 to 1.3 on both sides (Envoy's
+/// client default tops at 1.2, but istiod always sets the maximum it wants).
+fn tls_params(ctx: &Ctx, pb: &TlsParameters) -> Result<model::TlsParams, DecodeError> {
     let TlsParameters {
         tls_minimum_protocol_version,
         tls_maximum_protocol_version,
@@ -226,8 +289,6 @@ fn tls_params_check(ctx: &Ctx, pb: &TlsParameters) -> Result<(), DecodeError> {
         compliance_policies,
     } = pb;
     ctx.unsupported_fields()
-        .check("cipher_suites", !cipher_suites.is_empty())
-        .check("ecdh_curves", !ecdh_curves.is_empty())
         .check("signature_algorithms", !signature_algorithms.is_empty())
         .check("compliance_policies", !compliance_policies.is_empty())
         .finish()?;
@@ -242,22 +303,85 @@ fn tls_params_check(ctx: &Ctx, pb: &TlsParameters) -> Result<(), DecodeError> {
         "tls_maximum_protocol_version",
         *tls_maximum_protocol_version,
     )?;
-    if !matches!(
-        min,
-        TlsProtocol::TlsAuto | TlsProtocol::TlSv10 | TlsProtocol::TlSv11 | TlsProtocol::TlSv12
-    ) {
+    if matches!(max, TlsProtocol::TlSv10 | TlsProtocol::TlSv11) {
         return Err(ctx.unsupported(format!(
-            "tls_minimum_protocol_version {} (vm-proxy always accepts TLS 1.2)",
-            min.as_str_name()
-        )));
-    }
-    if !matches!(max, TlsProtocol::TlsAuto | TlsProtocol::TlSv13) {
-        return Err(ctx.unsupported(format!(
-            "tls_maximum_protocol_version {} (vm-proxy always accepts TLS 1.3)",
+            "tls_maximum_protocol_version {} (vm-proxy speaks TLS 1.2 and 1.3 only)",
             max.as_str_name()
         )));
     }
-    Ok(())
+    let only_13 = min == TlsProtocol::TlSv13;
+    let only_12 = max == TlsProtocol::TlSv12;
+    let versions = match (only_12, only_13) {
+        (false, false) => model::TlsVersions::Tls12And13,
+        (true, false) => model::TlsVersions::Tls12Only,
+        (false, true) => model::TlsVersions::Tls13Only,
+        (true, true) => {
+            return Err(ctx.invalid(
+                "tls_minimum_protocol_version",
+                "TLSv1_3 is above tls_maximum_protocol_version TLSv1_2",
+            ));
+        }
+    };
+    let ctx_suites = ctx.at("cipher_suites");
+    let tls12_cipher_suites = names(
+        ctx,
+        "cipher_suites",
+        cipher_suites,
+        TLS12_SUITES,
+        TLS12_NOT_OFFERED,
+    )?;
+    if !cipher_suites.is_empty()
+        && tls12_cipher_suites.is_empty()
+        && versions == model::TlsVersions::Tls12Only
+    {
+        return Err(ctx_suites.unsupported(format!(
+            "{cipher_suites:?}: none of these TLS 1.2 suites is implemented, and TLS 1.3 is off"
+        )));
+    }
+    let ctx_curves = ctx.at("ecdh_curves");
+    let curves = names(ctx, "ecdh_curves", ecdh_curves, CURVES, CURVES_NOT_OFFERED)?;
+    if !ecdh_curves.is_empty() && curves.is_empty() {
+        return Err(ctx_curves.unsupported(format!(
+            "{ecdh_curves:?}: none of these curves is implemented"
+        )));
+    }
+    Ok(model::TlsParams {
+        versions,
+        tls12_cipher_suites,
+        ecdh_curves: curves,
+    })
+}
+
+/// The implemented entries of a BoringSSL-style list, in order, without repeats. An entry
+/// may be an equal-preference group `[A|B]`; names that are neither implemented nor known
+/// to BoringSSL are errors, as Envoy fails on them.
+fn names<T: Copy + PartialEq>(
+    ctx: &Ctx,
+    field: &str,
+    list: &[String],
+    known: &[(&str, T)],
+    not_offered: &[&str],
+) -> Result<Vec<T>, DecodeError> {
+    let mut out = Vec::new();
+    for (i, entry) in list.iter().enumerate() {
+        let inner = entry
+            .strip_prefix('[')
+            .and_then(|e| e.strip_suffix(']'))
+            .unwrap_or(entry);
+        for name in inner.split('|') {
+            match known.iter().find(|(n, _)| *n == name) {
+                Some((_, v)) if !out.contains(v) => out.push(*v),
+                Some(_) => {}
+                None if not_offered.contains(&name) => {}
+                None => {
+                    return Err(
+                        ctx.invalid(&format!("{field}[{i}]"), format!("unknown name {name:?}"))
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The name of an SDS secret, which must be the one of the workload identity (`expected`).

@@ -3,7 +3,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{TransportSocket, TransportSocketMatch, UpstreamTls};
+use super::{
+    CircuitBreakers, CommonLb, EndpointLocality, TransportSocket, TransportSocketMatch, UpstreamTls,
+};
 
 /// An upstream cluster: how endpoints are found and how a connection to one is made.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct Cluster {
     /// How HTTP requests routed here travel upstream (`envoy.extensions.upstreams.http.v3.
     /// HttpProtocolOptions`); unused by TCP proxying.
     pub http: HttpUpstreamOptions,
+    pub circuit_breakers: CircuitBreakers,
+    pub common_lb: CommonLb,
 }
 
 /// A cluster's HTTP protocol options.
@@ -123,6 +127,7 @@ pub struct Endpoint {
     /// The string entries of the endpoint's `envoy.transport_socket_match` filter metadata
     /// (Istio: `tlsMode: istio`), which pick its transport socket.
     pub transport_socket_metadata: BTreeMap<Arc<str>, Arc<str>>,
+    pub locality: EndpointLocality,
 }
 
 /// Envoy's `core.v3.HealthStatus` of an endpoint.

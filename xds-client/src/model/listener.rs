@@ -20,6 +20,9 @@ pub struct Listener {
     /// `IP_TRANSPARENT` on the socket (TPROXY inbound).
     pub transparent: bool,
     pub listener_filters: Vec<ListenerFilter>,
+    /// Per entry of `listener_filters`, when the filter is skipped (`filter_disabled`);
+    /// missing entries (an empty list) skip nothing.
+    pub listener_filters_disabled: Vec<Option<FilterPredicate>>,
     /// How long the listener filters may wait for the bytes they inspect; `None` waits without
     /// limit. Envoy's default is 15 s.
     pub listener_filters_timeout: Option<Duration>,
@@ -28,6 +31,44 @@ pub struct Listener {
     pub continue_on_listener_filters_timeout: bool,
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
+}
+
+impl Listener {
+    /// The condition under which the `index`th listener filter is skipped, if any.
+    pub fn filter_disabled(&self, index: usize) -> Option<&FilterPredicate> {
+        self.listener_filters_disabled
+            .get(index)
+            .and_then(Option::as_ref)
+    }
+}
+
+/// Envoy's `ListenerFilterChainMatchPredicate`, judged on a connection before its listener
+/// filters run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterPredicate {
+    Or(Vec<FilterPredicate>),
+    And(Vec<FilterPredicate>),
+    Not(Box<FilterPredicate>),
+    Any,
+    /// The (restored) destination port is in `start..end`.
+    DestinationPortRange {
+        start: i32,
+        end: i32,
+    },
+}
+
+impl FilterPredicate {
+    pub fn matches(&self, destination_port: u16) -> bool {
+        match self {
+            FilterPredicate::Or(rules) => rules.iter().any(|r| r.matches(destination_port)),
+            FilterPredicate::And(rules) => rules.iter().all(|r| r.matches(destination_port)),
+            FilterPredicate::Not(rule) => !rule.matches(destination_port),
+            FilterPredicate::Any => true,
+            FilterPredicate::DestinationPortRange { start, end } => {
+                (*start..*end).contains(&i32::from(destination_port))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

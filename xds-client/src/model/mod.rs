@@ -5,6 +5,7 @@
 
 mod cluster;
 mod http;
+mod limits;
 mod listener;
 mod rbac;
 mod route;
@@ -12,6 +13,7 @@ mod tls;
 
 pub use cluster::*;
 pub use http::*;
+pub use limits::*;
 pub use listener::*;
 pub use rbac::*;
 pub use route::*;

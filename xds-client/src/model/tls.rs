@@ -37,6 +37,47 @@ pub struct CommonTls {
     pub validation: Validation,
     /// ALPN protocols offered (upstream) or selected from (downstream), in preference order.
     pub alpn_protocols: Vec<Arc<str>>,
+    /// What handshakes may negotiate (`tls_params`).
+    pub params: TlsParams,
+}
+
+/// Envoy's `TlsParameters`: the TLS versions, TLS 1.2 cipher suites and key exchange groups
+/// allowed, in preference order. Empty lists mean vm-proxy's defaults; TLS 1.3 suites are
+/// not configurable (as in Envoy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsParams {
+    pub versions: TlsVersions,
+    pub tls12_cipher_suites: Vec<Tls12CipherSuite>,
+    pub ecdh_curves: Vec<EcdhCurve>,
+}
+
+/// Which TLS versions a handshake may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsVersions {
+    #[default]
+    Tls12And13,
+    Tls12Only,
+    Tls13Only,
+}
+
+/// The TLS 1.2 cipher suites vm-proxy implements (all ECDHE with AEAD).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls12CipherSuite {
+    EcdheEcdsaAes128GcmSha256,
+    EcdheEcdsaAes256GcmSha384,
+    EcdheEcdsaChacha20Poly1305,
+    EcdheRsaAes128GcmSha256,
+    EcdheRsaAes256GcmSha384,
+    EcdheRsaChacha20Poly1305,
+}
+
+/// The key exchange groups vm-proxy implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EcdhCurve {
+    X25519,
+    P256,
+    P384,
+    X25519Mlkem768,
 }
 
 /// The SDS secret name Istio gives the workload certificate and key.

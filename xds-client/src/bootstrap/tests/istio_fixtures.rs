@@ -90,9 +90,7 @@ fn golden_bootstrap_is_refused_with_reasons() {
     // Every reason of one cluster, not only the first.
     let xds = about(&Resource::cluster("xds-grpc")).join("\n");
     assert!(
-        xds.contains("circuit_breakers")
-            && xds.contains("upstream_connection_options")
-            && xds.contains("Unix socket"),
+        xds.contains("upstream_connection_options") && xds.contains("Unix socket"),
         "{xds}"
     );
     assert_eq!(errors.len(), 6, "{err}");

@@ -73,7 +73,7 @@ fn a_cluster_lists_unsupported_fields_tls_and_invalid_values_together() {
         "name": "c",
         "type": "STATIC",
         "connect_timeout": "0s",
-        "circuit_breakers": {"thresholds": [{"max_connections": 10}]},
+        "circuit_breakers": {"per_host_thresholds": [{"max_connections": 10}]},
         "transport_socket": {"name": "envoy.transport_sockets.tls",
                              "typed_config": {"@type": UPSTREAM_TLS}},
     }));
@@ -81,8 +81,12 @@ fn a_cluster_lists_unsupported_fields_tls_and_invalid_values_together() {
     let res = Resource::cluster("c");
     let problems = err.problems();
     assert_eq!(problems.len(), 3, "{err}");
-    assert_unsupported(&problems[0], &res, &["circuit_breakers"]);
-    assert_unsupported(&problems[1], &res, &["transport_socket", "tls"]);
+    assert_unsupported(&problems[0], &res, &["transport_socket", "tls"]);
+    assert_unsupported(
+        &problems[1],
+        &res,
+        &["circuit_breakers", "per_host_thresholds"],
+    );
     assert_invalid(&problems[2], &res, "connect_timeout", "above 0");
 }
 

@@ -321,7 +321,7 @@ fn cluster_features_not_implemented_are_all_named() {
         "name": "c",
         "health_checks": [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1, "healthy_threshold": 1,
             "tcp_health_check": {}}],
-        "circuit_breakers": {"thresholds": [{"max_connections": 10}]},
+        "lb_subset_config": {"fallback_policy": "ANY_ENDPOINT"},
         "outlier_detection": {},
         "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
     }))
@@ -331,7 +331,7 @@ fn cluster_features_not_implemented_are_all_named() {
         &res(),
         &[
             "health_checks",
-            "circuit_breakers",
+            "lb_subset_config",
             "outlier_detection",
             "upstream_connection_options",
         ],
@@ -377,4 +377,49 @@ fn http_pool_options_and_empty_messages_configure_nothing() {
         "transport_socket": {"name": "envoy.transport_sockets.raw_buffer"},
     }));
     assert!(c.is_ok(), "{c:?}");
+}
+
+#[test]
+fn istio_outbound_breakers_and_locality_weighting_are_carried() {
+    // As istiod writes an outbound cluster: default thresholds at their maximum with
+    // track_remaining, locality-weighted balancing, locality weights in the assignment.
+    let c = decode(json!({
+        "name": "c",
+        "type": "STATIC",
+        "lb_policy": "LEAST_REQUEST",
+        "circuit_breakers": {"thresholds": [{"max_connections": 4294967295u32,
+            "max_pending_requests": 4294967295u32, "max_requests": 4294967295u32,
+            "max_retries": 4294967295u32, "track_remaining": true}]},
+        "common_lb_config": {"locality_weighted_lb_config": {}},
+        "load_assignment": {"cluster_name": "c",
+            "policy": {"overprovisioning_factor": 200},
+            "endpoints": [
+                {"locality": {"region": "r", "zone": "a"}, "load_balancing_weight": 2,
+                 "lb_endpoints": [socket_endpoint("10.0.0.1", 80)]},
+                {"lb_endpoints": [socket_endpoint("10.0.0.2", 80), socket_endpoint("10.0.0.3", 80)]},
+            ]},
+    }))
+    .unwrap();
+    assert_eq!(c.lb_policy, LbPolicy::LeastRequest);
+    let t = c.circuit_breakers.default;
+    assert_eq!(
+        (
+            t.max_connections,
+            t.max_pending_requests,
+            t.max_requests,
+            t.max_retries
+        ),
+        (u32::MAX, u32::MAX, u32::MAX, u32::MAX)
+    );
+    assert!(t.track_remaining);
+    assert_eq!(c.circuit_breakers.high, model::Thresholds::default());
+    assert!(c.common_lb.locality_weighted);
+    assert_eq!(c.common_lb.healthy_panic_threshold, 50.0);
+    let localities: Vec<_> = c.endpoints.iter().map(|e| e.locality).collect();
+    let at = |index, weight| model::EndpointLocality {
+        index,
+        weight,
+        overprovisioning: 200,
+    };
+    assert_eq!(localities, [at(0, Some(2)), at(1, None), at(1, None)]);
 }

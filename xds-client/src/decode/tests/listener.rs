@@ -223,10 +223,15 @@ fn listener_filter_options_not_implemented_are_rejected() {
 
     let err = decode(base(
         json!({"listener_filters": [{"name": "envoy.filters.listener.http_inspector",
-        "filter_disabled": {"destination_port_range": {"start": 80, "end": 81}}}]}),
+        "filter_disabled": {"destination_port_range": {"start": 81, "end": 80}}}]}),
     ))
     .unwrap_err();
-    assert_unsupported(&err, &res(), &["http_inspector", "filter_disabled"]);
+    assert_invalid(
+        &err,
+        &res(),
+        "listener_filters[0].filter_disabled.destination_port_range",
+        "empty range",
+    );
 
     let err = decode(base(json!({"listener_filters": [{"name": ""}]}))).unwrap_err();
     assert_invalid(&err, &res(), "listener_filters[0].name", "needs a name");
@@ -291,4 +296,58 @@ fn a_listener_needs_a_filter_chain() {
         panic!("expected tcp_proxy");
     };
     assert!(matches!(&tcp.cluster, model::ClusterSpecifier::Cluster(c) if &**c == "d"));
+}
+
+#[test]
+fn filter_disabled_predicates_as_istio_writes_them() {
+    use crate::model::FilterPredicate as P;
+    // virtualInbound: the HTTP inspector is skipped on ports istiod knows are not HTTP, the
+    // TLS inspector on none.
+    let l = decode(base(json!({"listener_filters": [
+        {"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}},
+        {"name": "envoy.filters.listener.http_inspector", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector"},
+         "filter_disabled": {"or_match": {"rules": [
+            {"destination_port_range": {"start": 5432, "end": 5433}},
+            {"and_match": {"rules": [{"any_match": true},
+                {"not_match": {"destination_port_range": {"start": 1, "end": 9000}}}]}}]}}},
+    ]})))
+    .unwrap();
+    assert_eq!(l.filter_disabled(0), None);
+    let p = l.filter_disabled(1).unwrap();
+    assert_eq!(
+        *p,
+        P::Or(vec![
+            P::DestinationPortRange {
+                start: 5432,
+                end: 5433
+            },
+            P::And(vec![
+                P::Any,
+                P::Not(Box::new(P::DestinationPortRange {
+                    start: 1,
+                    end: 9000
+                }))
+            ]),
+        ])
+    );
+    assert!(p.matches(5432));
+    assert!(!p.matches(5433));
+    assert!(!p.matches(8080));
+    assert!(p.matches(9000));
+
+    for (bad, field) in [
+        (json!({"any_match": false}), "filter_disabled.any_match"),
+        (json!({}), "filter_disabled.rule"),
+        (
+            json!({"or_match": {"rules": [{"any_match": true}]}}),
+            "filter_disabled.or_match",
+        ),
+    ] {
+        let err = decode(base(json!({"listener_filters": [
+            {"name": "envoy.filters.listener.tls_inspector", "filter_disabled": bad}]})))
+        .unwrap_err();
+        assert_invalid(&err, &res(), &format!("listener_filters[0].{field}"), "");
+    }
 }

@@ -9,7 +9,10 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use serde_json::{Value, json};
 
 use crate::decode::{Resource, cluster, listener};
-use crate::model::{CommonTls, DownstreamTls, PeerMatch, TransportSocket, UpstreamTls, Validation};
+use crate::model::{
+    CommonTls, DownstreamTls, EcdhCurve, PeerMatch, Tls12CipherSuite, TlsParams, TlsVersions,
+    TransportSocket, UpstreamTls, Validation,
+};
 use crate::testing::{assert_unsupported, pb};
 
 const DOWNSTREAM: &str =
@@ -106,6 +109,7 @@ fn istio_inbound_mtls_chain() {
                     peer: PeerMatch::TrustDomain("cluster.local".into()),
                 },
                 alpn_protocols: arcs(&["istio-peer-exchange", "h2", "http/1.1"]),
+                params: Default::default(),
             },
         })
     );
@@ -157,6 +161,7 @@ fn istio_outbound_transport_socket_matches_pick_by_endpoint_metadata() {
                 peer: PeerMatch::Exact(arcs(&["spiffe://cluster.local/ns/ns/sa/memcached"])),
             },
             alpn_protocols: arcs(&["istio-peer-exchange", "istio"]),
+            params: Default::default(),
         },
     };
     assert_eq!(c.transport_socket_matches.len(), 2);
@@ -234,12 +239,19 @@ fn what_vm_proxy_cannot_do_yet_is_rejected_by_name() {
             ],
         ),
         (
-            Box::new(|t| t["tls_params"]["cipher_suites"] = json!(["AES128-GCM-SHA256"])),
-            &["tls_params", "cipher_suites"],
+            Box::new(|t| {
+                t["tls_params"]["cipher_suites"] = json!(["AES128-GCM-SHA256"]);
+                t["tls_params"]["tls_maximum_protocol_version"] = json!("TLSv1_2");
+            }),
+            &[
+                "tls_params.cipher_suites",
+                "AES128-GCM-SHA256",
+                "none of these",
+            ],
         ),
         (
-            Box::new(|t| t["tls_params"]["tls_minimum_protocol_version"] = json!("TLSv1_3")),
-            &["tls_minimum_protocol_version", "TLSv1_3"],
+            Box::new(|t| t["tls_params"]["tls_maximum_protocol_version"] = json!("TLSv1_1")),
+            &["tls_maximum_protocol_version", "TLSv1_1"],
         ),
         (
             Box::new(|t| {
@@ -309,4 +321,70 @@ fn what_vm_proxy_cannot_do_yet_is_rejected_by_name() {
         &Resource::cluster("outbound|11211||memcached.ns.svc.cluster.local"),
         &["transport_socket_matches[0]", "match.tlsMode"],
     );
+}
+
+#[test]
+fn istio_cipher_suites_curves_and_versions_are_carried() {
+    let params = |tls_params: Value| {
+        let mut tls = common(&[], json!([]));
+        tls["tls_params"] = tls_params;
+        decode_listener(inbound_chain(tls)).map(|l| match &l.filter_chains[0].transport_socket {
+            TransportSocket::Tls(t) => t.common.params.clone(),
+            TransportSocket::Raw => panic!("not TLS"),
+        })
+    };
+    // istiod's inbound default: the static-RSA suites are allowed but never offered.
+    let p = params(
+        json!({"tls_minimum_protocol_version": "TLSv1_2", "cipher_suites": [
+        "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+        "AES256-GCM-SHA384", "AES128-GCM-SHA256"]}),
+    )
+    .unwrap();
+    use Tls12CipherSuite::*;
+    assert_eq!(
+        p,
+        TlsParams {
+            versions: TlsVersions::Tls12And13,
+            tls12_cipher_suites: vec![
+                EcdheEcdsaAes256GcmSha384,
+                EcdheRsaAes256GcmSha384,
+                EcdheEcdsaAes128GcmSha256,
+                EcdheRsaAes128GcmSha256
+            ],
+            ecdh_curves: vec![],
+        }
+    );
+    let p = params(json!({"tls_minimum_protocol_version": "TLSv1_3",
+        "cipher_suites": ["[ECDHE-ECDSA-CHACHA20-POLY1305|ECDHE-RSA-CHACHA20-POLY1305]"],
+        "ecdh_curves": ["P-256", "X25519", "P-521"]}))
+    .unwrap();
+    assert_eq!(p.versions, TlsVersions::Tls13Only);
+    assert_eq!(
+        p.tls12_cipher_suites,
+        [EcdheEcdsaChacha20Poly1305, EcdheRsaChacha20Poly1305]
+    );
+    assert_eq!(p.ecdh_curves, [EcdhCurve::P256, EcdhCurve::X25519]);
+    let p = params(json!({"tls_maximum_protocol_version": "TLSv1_2"})).unwrap();
+    assert_eq!(p.versions, TlsVersions::Tls12Only);
+    // A name BoringSSL does not know fails the resource, naming it.
+    let err = params(json!({"cipher_suites": ["ECDHE-RSA-AES128-GCM-SHA256", "RC4-BOGUS"]}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tls_params.cipher_suites[1]") && err.contains("\"RC4-BOGUS\""),
+        "{err}"
+    );
+    let err = params(json!({"ecdh_curves": ["P-999"]}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ecdh_curves[0]") && err.contains("P-999"),
+        "{err}"
+    );
+    let err = params(json!({"tls_minimum_protocol_version": "TLSv1_3",
+        "tls_maximum_protocol_version": "TLSv1_2"}))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("tls_minimum_protocol_version"), "{err}");
 }
