@@ -97,13 +97,13 @@ pub(crate) enum Target {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub(crate) enum NoHost {
     #[error("cluster {0} has no endpoints")]
-    NoEndpoints(Arc<str>),
+    Endpoints(Arc<str>),
     #[error("cluster {0} has no healthy endpoint (panic mode is disabled)")]
-    NoHealthy(Arc<str>),
+    Healthy(Arc<str>),
     #[error(
         "ORIGINAL_DST cluster {0}: the connection has no original destination (it was not redirected to this proxy)"
     )]
-    NoOriginalDestination(Arc<str>),
+    OriginalDestination(Arc<str>),
 }
 
 impl ClusterState {
@@ -136,7 +136,7 @@ impl ClusterState {
     pub fn pick(self: &Arc<Self>, destination: Destination) -> Result<Pick, NoHost> {
         if self.cluster.discovery == DiscoveryType::OriginalDst {
             if !destination.restored {
-                return Err(NoHost::NoOriginalDestination(self.cluster.name.clone()));
+                return Err(NoHost::OriginalDestination(self.cluster.name.clone()));
             }
             return Ok(Pick {
                 target: Target::Socket(destination.addr),
@@ -145,10 +145,10 @@ impl ClusterState {
             });
         }
         if self.cluster.endpoints.is_empty() {
-            return Err(NoHost::NoEndpoints(self.cluster.name.clone()));
+            return Err(NoHost::Endpoints(self.cluster.name.clone()));
         }
         if self.all.hosts.is_empty() {
-            return Err(NoHost::NoHealthy(self.cluster.name.clone()));
+            return Err(NoHost::Healthy(self.cluster.name.clone()));
         }
         let set = self.host_set();
         let index = match self.cluster.lb_policy {
@@ -449,7 +449,7 @@ mod tests {
         let c = cluster(LbPolicy::RoundRobin, &[]);
         assert_eq!(
             c.pick(any_destination()).unwrap_err(),
-            NoHost::NoEndpoints("c".into())
+            NoHost::Endpoints("c".into())
         );
     }
 
@@ -460,7 +460,7 @@ mod tests {
         let c = state(spec);
         assert!(matches!(
             c.pick(any_destination()),
-            Err(NoHost::NoOriginalDestination(_))
+            Err(NoHost::OriginalDestination(_))
         ));
         let restored = Destination {
             addr: "10.0.0.7:8080".parse().unwrap(),
@@ -525,7 +525,7 @@ mod tests {
         let c = state(spec.clone());
         assert_eq!(
             c.pick(any_destination()).unwrap_err(),
-            NoHost::NoHealthy("c".into())
+            NoHost::Healthy("c".into())
         );
         // A higher threshold enters panic mode earlier: 1 of 3 healthy is below 40%.
         spec.endpoints[2].health_status = Healthy;

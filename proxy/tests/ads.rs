@@ -12,9 +12,10 @@ use common::{WAIT, bounded, connect, named_echo, read_line, which_upstream};
 use serde_json::json;
 use test_support::AdsServer;
 use test_support::ads_server::resources::{
-    any, assignment, eds_cluster, static_cluster, tcp_listener, tcp_listener_json,
+    any, assignment, eds_cluster, http_listener, route_config, static_cluster, tcp_listener,
+    tcp_listener_json,
 };
-use test_support::ads_server::{LISTENER, Received};
+use test_support::ads_server::{LISTENER, ROUTE, Received};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use vm_proxy::Proxy;
@@ -209,7 +210,11 @@ async fn a_bootstrap_with_ads_follows_its_server_and_dumps_dynamic_resources() {
     let server = AdsServer::start();
     let up = named_echo("dyn").await;
     server.set([static_cluster("up", &[up])]);
-    server.set([tcp_listener("front", any_port(), "up")]);
+    server.set([
+        tcp_listener("front", any_port(), "up"),
+        http_listener("http", any_port(), "r"),
+        route_config("r", "up"),
+    ]);
     let bootstrap = json!({
         "node": {"id": "sidecar~127.0.0.1~vm.test~test.svc.cluster.local", "cluster": "vm.test"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
@@ -278,5 +283,44 @@ async fn a_bootstrap_with_ads_follows_its_server_and_dumps_dynamic_resources() {
         clusters["static_clusters"][0]["cluster"]["name"],
         "xds-grpc"
     );
+    // What RDS delivered, where `istioctl proxy-config route` reads it.
+    let ack = answer(&server, ROUTE, "r").await;
+    assert!(ack.is_ack(), "{ack:?}");
+    let dump = bounded("route r in /config_dump", async {
+        loop {
+            let dump = (loaded.config_dump)();
+            let has_route = dump["configs"].as_array().into_iter().flatten().any(|c| {
+                c["@type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(".RoutesConfigDump"))
+                    && c["dynamic_route_configs"][0]["route_config"]["name"] == "r"
+            });
+            if has_route {
+                return dump;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let routes = dump["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with(".RoutesConfigDump"))
+        })
+        .unwrap();
+    let entry = &routes["dynamic_route_configs"][0];
+    assert_eq!(
+        entry["route_config"]["@type"],
+        "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+    );
+    assert_eq!(
+        entry["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"],
+        "up"
+    );
+    assert!(entry["version_info"].is_string() && entry["last_updated"].is_string());
     task.abort();
 }

@@ -140,6 +140,7 @@ fn common_tls(peer: PeerMatch, alpn: &[&str]) -> CommonTls {
             peer,
         },
         alpn_protocols: alpn.iter().map(|&p| p.into()).collect(),
+        params: Default::default(),
     }
 }
 

@@ -5,7 +5,7 @@ use serde_json::Value;
 
 /// The dynamic resources of a config dump, unchanged, as `Any`s: active clusters, listeners
 /// (active, warming, and the failed configuration of an `error_state`: a listener istiod
-/// really sent) and EDS load assignments. Panics on a dump the descriptors cannot read.
+/// really sent), RDS route configurations and EDS load assignments. Panics on a dump the descriptors cannot read.
 pub fn config_dump_resources(json: &str) -> Vec<Any> {
     let dump: Value =
         serde_json::from_str(json).unwrap_or_else(|e| panic!("config dump is not JSON: {e}"));
@@ -27,6 +27,8 @@ pub fn config_dump_resources(json: &str) -> Vec<Any> {
                     });
                 found.extend(state);
             }
+        } else if type_url.ends_with(".RoutesConfigDump") {
+            found.extend(list("dynamic_route_configs").map(|r| &r["route_config"]));
         } else if type_url.ends_with(".EndpointsConfigDump") {
             found.extend(list("dynamic_endpoint_configs").map(|e| &e["endpoint_config"]));
         }

@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
@@ -31,6 +32,7 @@ use tokio::sync::{oneshot, watch};
 pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
 pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// One request the server received.
 #[derive(Debug, Clone)]
@@ -160,6 +162,7 @@ pub fn resource_name(any: &Any) -> String {
         LISTENER => Listener::decode(any.value.as_slice()).map(|l| l.name),
         CLUSTER => Cluster::decode(any.value.as_slice()).map(|c| c.name),
         ENDPOINT => ClusterLoadAssignment::decode(any.value.as_slice()).map(|c| c.cluster_name),
+        ROUTE => RouteConfiguration::decode(any.value.as_slice()).map(|r| r.name),
         other => panic!("the test ADS server does not serve {other}"),
     };
     name.unwrap_or_else(|e| panic!("undecodable {}: {e}", any.type_url))

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use envoy_types::pb::google::protobuf::Any;
 use serde_json::{Value, json};
 
-use super::{CLUSTER, ENDPOINT, LISTENER};
+use super::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 /// `value` (with its `@type`) as an `Any`; panics on a bad fixture.
 pub fn any(value: Value) -> Any {
@@ -79,4 +79,42 @@ pub fn assignment(name: &str, endpoints: &[SocketAddr]) -> Any {
         "cluster_name": name,
         "endpoints": [{"lb_endpoints": lb_endpoints(endpoints)}],
     }))
+}
+
+/// A listener on `address` whose one chain is an HTTP connection manager taking its routes
+/// from RDS under `route`.
+pub fn http_listener(name: &str, address: SocketAddr, route: &str) -> Any {
+    any(json!({
+        "@type": LISTENER,
+        "name": name,
+        "address": {"socket_address": {"address": address.ip().to_string(), "port_value": address.port()}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "rds": {"route_config_name": route, "config_source": {"ads": {}, "resource_api_version": "V3"}},
+                "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+            },
+        }]}],
+    }))
+}
+
+/// The route configuration `name`: one virtual host for every domain sending `/` to
+/// `cluster`.
+pub fn route_config(name: &str, cluster: &str) -> Any {
+    any(route_config_json(name, cluster))
+}
+
+/// [`route_config`] as JSON, to be altered before [`any`].
+pub fn route_config_json(name: &str, cluster: &str) -> Value {
+    json!({
+        "@type": ROUTE,
+        "name": name,
+        "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+            {"name": "default", "match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "0s"}},
+        ]}],
+        "validate_clusters": false,
+    })
 }

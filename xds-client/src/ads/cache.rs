@@ -10,12 +10,13 @@ use std::time::SystemTime;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
 use super::kind::XdsType;
 use super::status::{AdsStatus, DynamicResource};
-use crate::bootstrap::static_config::unknown_clusters;
+use crate::bootstrap::static_config::{unknown_clusters, unknown_route_clusters};
 use crate::decode::{self, Ctx, DecodeError, Resource};
 use crate::model::{self, DiscoveryType, Snapshot};
 use crate::proto;
@@ -53,6 +54,7 @@ pub(crate) struct Cache {
     clusters: BTreeMap<String, Entry<model::Cluster>>,
     assignments: BTreeMap<String, Entry<Vec<model::Endpoint>>>,
     listeners: BTreeMap<String, Entry<model::Listener>>,
+    routes: BTreeMap<String, Entry<model::RouteConfig>>,
     /// The `version_info` of the last SotW response taken whole, per type.
     versions: BTreeMap<XdsType, String>,
     /// Whether a CDS response was ever processed: until then LDS waits (Envoy's ordering).
@@ -66,6 +68,7 @@ impl Cache {
             clusters: BTreeMap::new(),
             assignments: BTreeMap::new(),
             listeners: BTreeMap::new(),
+            routes: BTreeMap::new(),
             versions: BTreeMap::new(),
             clusters_received: false,
         }
@@ -95,7 +98,21 @@ impl Cache {
             XdsType::Cluster => of(&self.clusters),
             XdsType::Endpoint => of(&self.assignments),
             XdsType::Listener => of(&self.listeners),
+            XdsType::Route => of(&self.routes),
         }
+    }
+
+    /// The RDS names the bootstrap's listeners and the accepted ones (serving or warming) ask
+    /// for.
+    pub(crate) fn route_names(&self) -> BTreeSet<String> {
+        self.base
+            .listeners
+            .iter()
+            .map(|l| &**l)
+            .chain(self.listeners.values().map(|e| &*e.model))
+            .flat_map(rds_names)
+            .map(str::to_string)
+            .collect()
     }
 
     /// The EDS names the accepted EDS clusters ask for.
@@ -122,9 +139,21 @@ impl Cache {
             XdsType::Cluster => merge(&mut next.clusters, decoded.clusters, &update, named),
             XdsType::Endpoint => merge(&mut next.assignments, decoded.assignments, &update, named),
             XdsType::Listener => merge(&mut next.listeners, decoded.listeners, &update, named),
+            XdsType::Route => merge(&mut next.routes, decoded.routes, &update, named),
         };
         if kind == XdsType::Listener {
             next.check_listeners(self, &mut errors);
+            // Envoy drops a route configuration with the last listener that used it.
+            let wanted = next.route_names();
+            let before = next.routes.len();
+            next.routes.retain(|name, _| wanted.contains(name));
+            changed |= next.routes.len() != before;
+        }
+        if kind == XdsType::Route {
+            next.check_routes(self, &mut errors);
+            // A SotW response may carry more than was asked for: only the listeners' are kept.
+            let wanted = next.route_names();
+            next.routes.retain(|name, _| wanted.contains(name));
         }
         if kind == XdsType::Cluster {
             // Envoy drops a load assignment with the last cluster that used it.
@@ -165,6 +194,7 @@ impl Cache {
             let resource = Resource::listener(name.as_str());
             let mut problems: Vec<DecodeError> = unknown_clusters(&listener, &declared)
                 .into_iter()
+                .chain(unknown_route_clusters(&listener, &declared))
                 .map(|(field, cluster)| DecodeError::UnknownCluster {
                     resource: resource.clone(),
                     field,
@@ -202,6 +232,61 @@ impl Cache {
         }
     }
 
+    /// Undoes route configurations of this update that ask for `validate_clusters` and name
+    /// clusters nobody defined (without it, Envoy takes them and such a route answers 503).
+    fn check_routes(&mut self, previous: &Cache, errors: &mut Vec<String>) {
+        let declared: HashSet<&str> = self
+            .base
+            .clusters
+            .keys()
+            .map(|k| &**k)
+            .chain(self.clusters.keys().map(String::as_str))
+            .collect();
+        let mut undo = Vec::new();
+        for (name, entry) in &self.routes {
+            let unchanged = previous
+                .routes
+                .get(name)
+                .is_some_and(|old| Arc::ptr_eq(&old.model, &entry.model));
+            if unchanged || !entry.model.validate_clusters {
+                continue;
+            }
+            let resource = Resource::route(name.as_str());
+            let problems: Vec<String> = entry
+                .model
+                .cluster_references()
+                .into_iter()
+                .filter(|(_, cluster)| !declared.contains(cluster))
+                .map(|(field, cluster)| {
+                    DecodeError::UnknownCluster {
+                        resource: resource.clone(),
+                        field,
+                        cluster: cluster.to_string(),
+                    }
+                    .to_string()
+                })
+                .collect();
+            if !problems.is_empty() {
+                errors.extend(problems);
+                undo.push(name.clone());
+            }
+        }
+        for name in undo {
+            match previous.routes.get(&name) {
+                Some(old) => self.routes.insert(name, old.clone()),
+                None => self.routes.remove(&name),
+            };
+        }
+    }
+
+    /// Whether every route configuration the listener's connection managers take from RDS
+    /// has arrived: until then it warms.
+    fn routes_ready(&self, listener: &model::Listener) -> bool {
+        rds_names(listener)
+            .into_iter()
+            .all(|name| self.routes.contains_key(name))
+    }
+
     /// The clusters that can take traffic: static ones, and dynamic ones that are not
     /// warming (an EDS cluster warms until its load assignment arrives).
     fn active_clusters(&self) -> std::collections::HashMap<Arc<str>, Arc<model::Cluster>> {
@@ -229,18 +314,32 @@ impl Cache {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let clusters = self.active_clusters();
         let active: HashSet<&str> = clusters.keys().map(|k| &**k).collect();
-        let mut listeners = self.base.listeners.clone();
+        // A bootstrap listener waits for its route configurations too.
+        let mut listeners: Vec<Arc<model::Listener>> = self
+            .base
+            .listeners
+            .iter()
+            .filter(|l| self.routes_ready(l))
+            .cloned()
+            .collect();
         listeners.extend(
             self.listeners
                 .values()
-                .filter(|e| unknown_clusters(&e.model, &active).is_empty())
+                .filter(|e| {
+                    unknown_clusters(&e.model, &active).is_empty() && self.routes_ready(&e.model)
+                })
                 .map(|e| e.model.clone()),
+        );
+        let mut routes = self.base.routes.clone();
+        routes.extend(
+            self.routes
+                .values()
+                .map(|e| (e.model.name.clone(), e.model.clone())),
         );
         Snapshot {
             listeners,
             clusters,
-            // No listener can name an RDS route configuration yet: HCMs are rejected.
-            routes: Default::default(),
+            routes,
             admin: self.base.admin,
         }
     }
@@ -268,8 +367,9 @@ impl Cache {
             clusters: list(&self.clusters, |c| !clusters.contains_key(&c.name)),
             assignments: list(&self.assignments, |_| false),
             listeners: list(&self.listeners, |l| {
-                !unknown_clusters(l, &active).is_empty()
+                !unknown_clusters(l, &active).is_empty() || !self.routes_ready(l)
             }),
+            routes: list(&self.routes, |_| false),
             cluster_version: self.version(XdsType::Cluster),
             listener_version: self.version(XdsType::Listener),
             rejected,
@@ -282,6 +382,7 @@ struct Decoded {
     clusters: Vec<(String, Entry<model::Cluster>)>,
     assignments: Vec<(String, Entry<Vec<model::Endpoint>>)>,
     listeners: Vec<(String, Entry<model::Listener>)>,
+    routes: Vec<(String, Entry<model::RouteConfig>)>,
     /// Every name the update carried, good or bad: a bad one is not "left out" of a SotW
     /// response, so its previous version stays.
     named: BTreeSet<String>,
@@ -328,6 +429,11 @@ fn decode_all(
                 out.listeners.push((n.clone(), e));
                 n
             }),
+            XdsType::Route => decode_route(any).map(|(n, m, j)| {
+                let e = entry(incoming, m, j, now);
+                out.routes.push((n.clone(), e));
+                n
+            }),
         };
         match result {
             Ok(name) => {
@@ -358,6 +464,7 @@ fn decode_all(
                 XdsType::Cluster => Resource::cluster(name.as_str()),
                 XdsType::Endpoint => Resource::assignment(name.as_str()),
                 XdsType::Listener => Resource::listener(name.as_str()),
+                XdsType::Route => Resource::route(name.as_str()),
             };
             errors.push(format!(
                 "{}: appears {count} times in one response",
@@ -374,6 +481,7 @@ fn kind_noun(kind: XdsType) -> &'static str {
         XdsType::Cluster => "cluster",
         XdsType::Endpoint => "load assignment",
         XdsType::Listener => "listener",
+        XdsType::Route => "route configuration",
     }
 }
 
@@ -381,6 +489,7 @@ fn drop_named(out: &mut Decoded, name: &str) {
     out.clusters.retain(|(n, _)| n != name);
     out.assignments.retain(|(n, _)| n != name);
     out.listeners.retain(|(n, _)| n != name);
+    out.routes.retain(|(n, _)| n != name);
 }
 
 fn entry<T>(incoming: &Incoming, model: T, json: serde_json::Value, now: SystemTime) -> Entry<T> {
@@ -445,6 +554,31 @@ fn decode_listener(any: &Any) -> Result<(String, model::Listener, serde_json::Va
     let name = pb.name.clone();
     let listener = decode::listener(&pb).map_err(|err| (Some(name.clone()), err.to_string()))?;
     Ok((name, listener, render(&pb)))
+}
+
+fn decode_route(any: &Any) -> Result<(String, model::RouteConfig, serde_json::Value), Failure> {
+    let pb: RouteConfiguration = message(any)?;
+    let name = pb.name.clone();
+    let routes =
+        decode::route_configuration(&pb).map_err(|err| (Some(name.clone()), err.to_string()))?;
+    Ok((name, routes, render(&pb)))
+}
+
+/// The route configurations the listener's connection managers take from RDS.
+fn rds_names(listener: &model::Listener) -> Vec<&str> {
+    listener
+        .filter_chains
+        .iter()
+        .chain(&listener.default_filter_chain)
+        .flat_map(|chain| &chain.filters)
+        .filter_map(|filter| match filter {
+            model::NetworkFilter::HttpConnectionManager(hcm) => match &hcm.routes {
+                model::RouteSource::Rds(name) => Some(&**name),
+                model::RouteSource::Inline(_) => None,
+            },
+            _ => None,
+        })
+        .collect()
 }
 
 /// Puts the decoded entries of one type into `map`; returns whether it changed.

@@ -21,6 +21,7 @@ struct Session {
     /// Keep sending `node` after the first request.
     every: bool,
     eds_names: BTreeSet<String>,
+    route_names: BTreeSet<String>,
     listeners_requested: bool,
 }
 
@@ -46,10 +47,15 @@ impl AdsClient {
             node: Some(self.config.node.clone()),
             every: !self.config.node_on_first_message_only,
             eds_names: self.cache.eds_names(),
+            // Filled when RDS is first asked for on this stream.
+            route_names: Default::default(),
             listeners_requested: false,
         };
         for kind in self.initial_types() {
             session.listeners_requested |= kind == XdsType::Listener;
+            if kind == XdsType::Route {
+                session.route_names = self.cache.route_names();
+            }
             let request = self.delta_subscribe(&session, kind);
             if !session.send(request).await {
                 return Err(self.closed());
@@ -84,6 +90,10 @@ impl AdsClient {
             XdsType::Endpoint => {
                 versions.retain(|name, _| session.eds_names.contains(name));
                 session.eds_names.iter().cloned().collect()
+            }
+            XdsType::Route => {
+                versions.retain(|name, _| session.route_names.contains(name));
+                session.route_names.iter().cloned().collect()
             }
             _ => Vec::new(),
         };
@@ -131,23 +141,25 @@ impl AdsClient {
             replace: false,
         };
         let errors = self.handle(update).await;
-        if kind == XdsType::Cluster {
-            let names = self.cache.eds_names();
-            if names != session.eds_names {
+        // New EDS (RDS) names go out before the CDS (LDS) ACK, as Envoy sends them.
+        let names_change = match kind {
+            XdsType::Cluster => Some((XdsType::Endpoint, self.cache.eds_names())),
+            XdsType::Listener => Some((XdsType::Route, self.cache.route_names())),
+            _ => None,
+        };
+        if let Some((named, names)) = names_change {
+            let held = match named {
+                XdsType::Endpoint => &mut session.eds_names,
+                _ => &mut session.route_names,
+            };
+            if names != *held {
                 let change = DeltaDiscoveryRequest {
-                    type_url: XdsType::Endpoint.type_url().to_string(),
-                    resource_names_subscribe: names
-                        .difference(&session.eds_names)
-                        .cloned()
-                        .collect(),
-                    resource_names_unsubscribe: session
-                        .eds_names
-                        .difference(&names)
-                        .cloned()
-                        .collect(),
+                    type_url: named.type_url().to_string(),
+                    resource_names_subscribe: names.difference(held).cloned().collect(),
+                    resource_names_unsubscribe: held.difference(&names).cloned().collect(),
                     ..Default::default()
                 };
-                session.eds_names = names;
+                *held = names;
                 if !session.send(change).await {
                     return false;
                 }

@@ -11,12 +11,19 @@ pub enum XdsType {
     Endpoint,
     /// LDS: `envoy.config.listener.v3.Listener`.
     Listener,
+    /// RDS: `envoy.config.route.v3.RouteConfiguration`.
+    Route,
 }
 
 impl XdsType {
     /// The order Envoy requests them in: clusters (and their endpoints) before the listeners
-    /// that use them.
-    pub const ALL: [XdsType; 3] = [XdsType::Cluster, XdsType::Endpoint, XdsType::Listener];
+    /// that use them, and those before their route configurations.
+    pub const ALL: [XdsType; 4] = [
+        XdsType::Cluster,
+        XdsType::Endpoint,
+        XdsType::Listener,
+        XdsType::Route,
+    ];
 
     /// The type URL on the wire.
     pub fn type_url(self) -> &'static str {
@@ -26,6 +33,7 @@ impl XdsType {
                 "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
             }
             XdsType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            XdsType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
         }
     }
 
@@ -35,9 +43,9 @@ impl XdsType {
     }
 
     /// Whether a subscription asks for every resource of the type (LDS, CDS) rather than for
-    /// names (EDS).
+    /// names (EDS, RDS).
     pub fn is_wildcard(self) -> bool {
-        !matches!(self, XdsType::Endpoint)
+        !matches!(self, XdsType::Endpoint | XdsType::Route)
     }
 }
 
@@ -47,6 +55,7 @@ impl fmt::Display for XdsType {
             XdsType::Cluster => "CDS",
             XdsType::Endpoint => "EDS",
             XdsType::Listener => "LDS",
+            XdsType::Route => "RDS",
         })
     }
 }

@@ -9,11 +9,12 @@
 //! jittered backoff and re-subscribes with the versions already held.
 //!
 //! Ordering follows Envoy: LDS is requested only after the first CDS response, EDS names
-//! follow the accepted EDS clusters, and a listener (or an EDS cluster) that depends on
-//! something not yet delivered *warms*: it is ACKed but left out of the snapshot until it is
-//! complete. A listener naming a cluster that CDS did not deliver at all is NACKed.
-//! RDS and NDS are not subscribed: listeners with HTTP connection managers are refused by the
-//! decoder, so there is nothing that could use a route table or a name table yet.
+//! follow the accepted EDS clusters, RDS names follow the accepted listeners' HTTP connection
+//! managers, and a listener (or an EDS cluster) that depends on something not yet delivered
+//! *warms*: it is ACKed but left out of the snapshot until it is complete (an EDS cluster's
+//! endpoints, a listener's clusters and route configurations). A listener naming a cluster
+//! that CDS did not deliver at all is NACKed; a route naming one is not (as in Envoy, whose
+//! RDS `validate_clusters` defaults to false: the request gets a 503). NDS is not subscribed.
 
 mod backoff;
 mod cache;
@@ -247,6 +248,9 @@ impl AdsClient {
         }
         if self.listeners_due() {
             types.push(XdsType::Listener);
+            if !self.cache.route_names().is_empty() {
+                types.push(XdsType::Route);
+            }
         }
         types
     }

@@ -21,6 +21,7 @@ struct Session {
     every: bool,
     nonces: BTreeMap<XdsType, String>,
     eds_names: BTreeSet<String>,
+    route_names: BTreeSet<String>,
     listeners_requested: bool,
 }
 
@@ -47,10 +48,15 @@ impl AdsClient {
             every: !self.config.node_on_first_message_only,
             nonces: BTreeMap::new(),
             eds_names: self.cache.eds_names(),
+            // Filled when RDS is first asked for on this stream.
+            route_names: Default::default(),
             listeners_requested: false,
         };
         for kind in self.initial_types() {
             session.listeners_requested |= kind == XdsType::Listener;
+            if kind == XdsType::Route {
+                session.route_names = self.cache.route_names();
+            }
             let request = self.sotw_request(&session, kind, None);
             if !session.send(request).await {
                 return Err(self.closed());
@@ -114,12 +120,22 @@ impl AdsClient {
             self.publish();
         }
         session.nonces.insert(kind, nonce);
-        // New EDS names go out before the CDS ACK, as Envoy sends them.
+        // New EDS (RDS) names go out before the CDS (LDS) ACK, as Envoy sends them.
         if kind == XdsType::Cluster {
             let names = self.cache.eds_names();
             if names != session.eds_names {
                 session.eds_names = names;
                 let request = self.sotw_request(session, XdsType::Endpoint, None);
+                if !session.send(request).await {
+                    return false;
+                }
+            }
+        }
+        if kind == XdsType::Listener {
+            let names = self.cache.route_names();
+            if names != session.route_names {
+                session.route_names = names;
+                let request = self.sotw_request(session, XdsType::Route, None);
                 if !session.send(request).await {
                     return false;
                 }
@@ -149,6 +165,7 @@ impl AdsClient {
             version_info: self.cache.version(kind),
             resource_names: match kind {
                 XdsType::Endpoint => session.eds_names.iter().cloned().collect(),
+                XdsType::Route => session.route_names.iter().cloned().collect(),
                 _ => Vec::new(),
             },
             type_url: kind.type_url().to_string(),

@@ -12,6 +12,8 @@ pub struct AdsStatus {
     /// EDS load assignments, by name.
     pub assignments: Vec<DynamicResource>,
     pub listeners: Vec<DynamicResource>,
+    /// RDS route configurations, by name.
+    pub routes: Vec<DynamicResource>,
     /// The last SotW `version_info` accepted for CDS (empty under Delta).
     pub cluster_version: String,
     /// The last SotW `version_info` accepted for LDS (empty under Delta).
@@ -27,7 +29,7 @@ pub struct DynamicResource {
     /// Its version: the SotW `version_info` of its response, or its own Delta version.
     pub version: String,
     /// Accepted but not yet serving: an EDS cluster without endpoints, or a listener using a
-    /// cluster that is warming or gone.
+    /// cluster that is warming or gone, or a route configuration RDS has not delivered.
     pub warming: bool,
     pub last_updated: SystemTime,
     /// The resource as proto3 JSON, as `/config_dump` shows it.
@@ -43,6 +45,11 @@ impl AdsStatus {
     /// The accepted cluster named `name`.
     pub fn cluster(&self, name: &str) -> Option<&DynamicResource> {
         self.clusters.iter().find(|r| r.name == name)
+    }
+
+    /// The accepted route configuration named `name`.
+    pub fn route(&self, name: &str) -> Option<&DynamicResource> {
+        self.routes.iter().find(|r| r.name == name)
     }
 
     /// The accepted load assignment named `name`.

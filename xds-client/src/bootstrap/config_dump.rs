@@ -32,8 +32,9 @@ impl ConfigDump {
     }
 
     /// This dump with the dynamic resources the ADS client holds: Envoy's
-    /// `dynamic_active_clusters`/`dynamic_warming_clusters` and `dynamic_listeners` (with
-    /// `active_state` or `warming_state`), each with its version and update time.
+    /// `dynamic_active_clusters`/`dynamic_warming_clusters`, `dynamic_listeners` (with
+    /// `active_state` or `warming_state`) and `dynamic_route_configs`, each with its version
+    /// and update time.
     pub fn with_dynamic(&self, status: &AdsStatus) -> serde_json::Value {
         let mut json = self.json.clone();
         let Some(configs) = json.get_mut("configs").and_then(|c| c.as_array_mut()) else {
@@ -78,6 +79,14 @@ impl ConfigDump {
                     })
                     .collect();
                 object.insert("dynamic_listeners".into(), listeners);
+            } else if type_url.ends_with(".RoutesConfigDump") {
+                // What RDS delivered, as `istioctl proxy-config route` reads it.
+                let routes = status
+                    .routes
+                    .iter()
+                    .map(|r| dynamic_entry(r, XdsType::Route, "route_config"))
+                    .collect();
+                object.insert("dynamic_route_configs".into(), routes);
             }
         }
         json

@@ -67,6 +67,10 @@ pub(crate) fn snapshot(pb: &Bootstrap) -> Result<Snapshot, Vec<DecodeError>> {
     // bad cluster does not also fail each listener that uses it.
     let declared: HashSet<&str> = clusters.iter().map(|c| c.name.as_str()).collect();
 
+    let has_ads = pb
+        .dynamic_resources
+        .as_ref()
+        .is_some_and(|d| d.ads_config.is_some());
     let mut snapshot_listeners: Vec<Arc<model::Listener>> = Vec::new();
     for pb_listener in listeners {
         let listener = match decode::listener(pb_listener) {
@@ -92,7 +96,16 @@ pub(crate) fn snapshot(pb: &Bootstrap) -> Result<Snapshot, Vec<DecodeError>> {
             });
             continue;
         }
-        let unknown = unknown_clusters(&listener, &declared);
+        if !has_ads && uses_rds(&listener) {
+            errors.push(decode::Ctx::new(&resource).invalid(
+                "",
+                "an HTTP connection manager takes its routes from RDS, but the bootstrap has \
+                 no dynamic_resources.ads_config to fetch them over",
+            ));
+            continue;
+        }
+        let mut unknown = unknown_clusters(&listener, &declared);
+        unknown.extend(unknown_route_clusters(&listener, &declared));
         if unknown.is_empty() {
             snapshot_listeners.push(Arc::new(listener));
         } else {
@@ -118,13 +131,48 @@ pub(crate) fn snapshot(pb: &Bootstrap) -> Result<Snapshot, Vec<DecodeError>> {
     }
 }
 
-/// Every tcp_proxy target of the listener that no declared cluster answers to. With only
-/// static resources no cluster can appear later, so such a listener could never connect.
-pub(crate) fn unknown_clusters(
+/// Every cluster named by the inline route configurations of the listener's HTTP connection
+/// managers that validate them (`validate_clusters`, true by default inline) and that no
+/// declared cluster answers to: Envoy refuses such a listener. Unlike tcp_proxy targets these
+/// never make a listener warm.
+pub(crate) fn unknown_route_clusters(
     listener: &model::Listener,
     declared: &HashSet<&str>,
 ) -> Vec<(String, String)> {
-    let chains = listener
+    let mut unknown = Vec::new();
+    for (chain_path, chain) in chains_of(listener) {
+        for (j, filter) in chain.filters.iter().enumerate() {
+            let NetworkFilter::HttpConnectionManager(hcm) = filter else {
+                continue;
+            };
+            let model::RouteSource::Inline(routes) = &hcm.routes else {
+                continue;
+            };
+            if !routes.validate_clusters {
+                continue;
+            }
+            let path = format!("{chain_path}.filters[{j}].typed_config.route_config");
+            for (field, cluster) in routes.cluster_references() {
+                if !declared.contains(cluster) {
+                    unknown.push((format!("{path}.{field}"), cluster.to_string()));
+                }
+            }
+        }
+    }
+    unknown
+}
+
+fn uses_rds(listener: &model::Listener) -> bool {
+    chains_of(listener).any(|(_, chain)| {
+        chain.filters.iter().any(|f| {
+            matches!(f, NetworkFilter::HttpConnectionManager(h)
+                if matches!(h.routes, model::RouteSource::Rds(_)))
+        })
+    })
+}
+
+fn chains_of(listener: &model::Listener) -> impl Iterator<Item = (String, &model::FilterChain)> {
+    listener
         .filter_chains
         .iter()
         .enumerate()
@@ -134,11 +182,19 @@ pub(crate) fn unknown_clusters(
                 .default_filter_chain
                 .iter()
                 .map(|c| ("default_filter_chain".to_string(), c)),
-        );
+        )
+}
+
+/// Every tcp_proxy target of the listener that no declared cluster answers to. With only
+/// static resources no cluster can appear later, so such a listener could never connect.
+pub(crate) fn unknown_clusters(
+    listener: &model::Listener,
+    declared: &HashSet<&str>,
+) -> Vec<(String, String)> {
     let mut unknown = Vec::new();
-    for (chain_path, chain) in chains {
+    for (chain_path, chain) in chains_of(listener) {
         for (j, filter) in chain.filters.iter().enumerate() {
-            // An HCM names its clusters through routes, which are checked with the routes.
+            // An HCM names its clusters through routes: see `unknown_route_clusters`.
             let NetworkFilter::TcpProxy(tcp) = filter else {
                 continue;
             };

@@ -26,6 +26,7 @@ use super::extension::type_name_of;
 use super::limits::{circuit_breakers as breakers, common_lb};
 use super::time::duration_or;
 use super::tls::{transport_socket_of, upstream};
+use super::upstream_http::{default_options, upstream_http_options};
 use crate::model;
 
 /// Envoy's default `connect_timeout`.
@@ -51,14 +52,13 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
         load_assignment,
         health_checks,
         circuit_breakers,
-        // HTTP connection pool settings. vm-proxy only proxies TCP (HTTP connection managers
-        // are rejected), so no HTTP pool exists for these to configure.
-        max_requests_per_connection: _,
-        upstream_http_protocol_options: _,
-        common_http_protocol_options: _,
-        http_protocol_options: _,
-        http2_protocol_options: _,
-        protocol_selection: _,
+        // The deprecated forms of `typed_extension_protocol_options`' HttpProtocolOptions.
+        max_requests_per_connection,
+        upstream_http_protocol_options,
+        common_http_protocol_options,
+        http_protocol_options,
+        http2_protocol_options,
+        protocol_selection,
         typed_extension_protocol_options,
         dns_refresh_rate,
         dns_jitter,
@@ -121,6 +121,14 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
                 "typed_extension_protocol_options (other than HttpProtocolOptions)",
                 other_protocol_options,
             )
+            .check_msg(
+                "upstream_http_protocol_options",
+                upstream_http_protocol_options,
+            )
+            .check_msg("common_http_protocol_options", common_http_protocol_options)
+            .check_msg("http_protocol_options", http_protocol_options)
+            .check_msg("http2_protocol_options", http2_protocol_options)
+            .check("protocol_selection", *protocol_selection != 0)
             .check("dns_jitter", dns_jitter.is_some())
             .check(
                 "dns_failure_refresh_rate",
@@ -186,6 +194,17 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
         common_lb_config.as_ref(),
     ));
 
+    let http = problems
+        .take(http_options(&ctx, typed_extension_protocol_options))
+        .map(|mut http| {
+            // The deprecated field says the same as the typed option, which wins.
+            if http.max_requests_per_connection.is_none() {
+                http.max_requests_per_connection = max_requests_per_connection
+                    .map(|n| n.value)
+                    .filter(|n| *n > 0);
+            }
+            http
+        });
     let discovery = problems.take(discovery_of(&ctx, cluster_discovery_type.as_ref()));
     let lb_policy = discovery.and_then(|d| problems.take(lb_policy_of(&ctx, *lb_policy, d)));
 
@@ -257,13 +276,32 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             respect_dns_ttl: *respect_dns_ttl,
             transport_socket: transport_socket?,
             transport_socket_matches: transport_socket_matches?,
-            // HttpProtocolOptions only shape HTTP upstreams, which no listener routes to yet.
-            http: model::HttpUpstreamOptions::default(),
             circuit_breakers: circuit_breakers?,
             common_lb: common_lb?,
+            http: http?,
         })
     })();
     problems.finish(cluster)
+}
+
+/// The HttpProtocolOptions entry of `typed_extension_protocol_options`, if any (any other
+/// entry is rejected with the other fields).
+fn http_options(
+    ctx: &Ctx,
+    options: &std::collections::HashMap<String, envoy_types::pb::google::protobuf::Any>,
+) -> Result<model::HttpUpstreamOptions, DecodeError> {
+    use prost::Message;
+    let name = HttpProtocolOptions::full_name();
+    let Some(any) = options.get(&name) else {
+        return Ok(default_options());
+    };
+    if type_name_of(&any.type_url) != name {
+        return Ok(default_options());
+    }
+    let ctx = ctx.at(&format!("typed_extension_protocol_options[{name:?}]"));
+    let pb = HttpProtocolOptions::decode(any.value.as_slice())
+        .map_err(|err| ctx.invalid("", format!("cannot decode {name}: {err}")))?;
+    upstream_http_options(&ctx, &pb)
 }
 
 fn discovery_of(

@@ -13,6 +13,8 @@ pub enum ResourceKind {
     Cluster,
     /// EDS resources (named after their cluster or EDS service name).
     ClusterLoadAssignment,
+    /// RDS resources.
+    RouteConfiguration,
     /// The bootstrap's own fields, `admin` included; the name is empty.
     Bootstrap,
 }
@@ -39,6 +41,13 @@ impl Resource {
         }
     }
 
+    pub(crate) fn route(name: impl Into<String>) -> Self {
+        Self {
+            kind: ResourceKind::RouteConfiguration,
+            name: name.into(),
+        }
+    }
+
     pub(crate) fn bootstrap() -> Self {
         Self {
             kind: ResourceKind::Bootstrap,
@@ -53,6 +62,7 @@ impl fmt::Display for Resource {
             ResourceKind::Listener => "listener",
             ResourceKind::Cluster => "cluster",
             ResourceKind::ClusterLoadAssignment => "cluster load assignment",
+            ResourceKind::RouteConfiguration => "route configuration",
             ResourceKind::Bootstrap => return f.write_str("bootstrap"),
         };
         write!(f, "{kind} {:?}", self.name)

@@ -81,6 +81,18 @@ impl<'a> Extension<'a> {
         }
     }
 
+    /// The config of an extension whose type has no descriptor here, when it came as a
+    /// TypedStruct naming `type_name`: the Struct to read by hand.
+    pub(crate) fn typed_struct(&self, type_name: &str) -> Option<&Struct> {
+        match &self.config {
+            Config::Struct {
+                type_name: t,
+                value,
+            } if t == type_name => Some(value),
+            _ => None,
+        }
+    }
+
     /// The extension's config as `T` (its defaults when there is none).
     pub(crate) fn config<T: Message + Name + Default>(&self, ctx: &Ctx) -> Result<T, DecodeError> {
         match &self.config {

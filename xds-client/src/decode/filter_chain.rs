@@ -6,6 +6,7 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, filter, filter_chain_match::ConnectionSourceType,
 };
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 use ipnet::IpNet;
@@ -13,6 +14,7 @@ use ipnet::IpNet;
 use super::address::{cidr, port};
 use super::error::{Ctx, DecodeError, Problems};
 use super::extension::Extension;
+use super::hcm::http_connection_manager;
 use super::rbac::network_rbac;
 use super::tcp_proxy::tcp_proxy;
 use super::time::duration;
@@ -204,12 +206,7 @@ fn network_filter(
     };
     let ext = Extension::new(ctx, name, typed_config)?;
     if ext.is::<TcpProxy>("envoy.filters.network.tcp_proxy") {
-        if !is_last {
-            return Err(ctx.invalid(
-                "",
-                format!("terminal filter {ext} must be the last filter in a network filter chain"),
-            ));
-        }
+        terminal_last(ctx, &ext, is_last)?;
         let config: TcpProxy = ext.config(ctx)?;
         Ok(model::NetworkFilter::TcpProxy(tcp_proxy(
             &ctx.at("typed_config"),
@@ -219,9 +216,24 @@ fn network_filter(
         let config: Rbac = ext.config(ctx)?;
         let rbac = network_rbac(&ctx.at("typed_config"), &config)?;
         Ok(model::NetworkFilter::Rbac(Arc::new(rbac)))
+    } else if ext.is::<HttpConnectionManager>("envoy.filters.network.http_connection_manager") {
+        terminal_last(ctx, &ext, is_last)?;
+        let config: HttpConnectionManager = ext.config(ctx)?;
+        let hcm = http_connection_manager(&ctx.at("typed_config"), &config)?;
+        Ok(model::NetworkFilter::HttpConnectionManager(Arc::new(hcm)))
     } else {
         // Network filters have no `is_optional` in Envoy: an unknown one always fails the listener.
         Err(ctx.unsupported(format!("network filter {ext}")))
+    }
+}
+
+fn terminal_last(ctx: &Ctx, ext: &Extension, is_last: bool) -> Result<(), DecodeError> {
+    match is_last {
+        true => Ok(()),
+        false => Err(ctx.invalid(
+            "",
+            format!("terminal filter {ext} must be the last filter in a network filter chain"),
+        )),
     }
 }
 

@@ -46,6 +46,9 @@ pub struct HttpConnectionManager {
     pub max_request_headers_kb: u32,
     /// Send `x-envoy-*` response headers such as `x-envoy-upstream-service-time`.
     pub suppress_envoy_headers: bool,
+    /// `istio.stats`'s `disable_host_header_fallback` (istiod sets it on inbound): the
+    /// `destination_service` label never falls back to the `Host` header.
+    pub stats_disable_host_header_fallback: bool,
 }
 
 /// Where the route table comes from.

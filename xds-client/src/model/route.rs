@@ -20,6 +20,45 @@ pub struct RouteConfig {
     pub headers: HeaderMutations,
     /// Largest body a `direct_response` may have (Envoy's default: 4 KiB).
     pub max_direct_response_body_size: usize,
+    /// Refuse the configuration when a route names a cluster nobody defined (Envoy's
+    /// default: true inline in a listener, false from RDS, where such a route answers 503).
+    pub validate_clusters: bool,
+}
+
+impl RouteConfig {
+    /// Every cluster its routes name directly, with the path of the field that names it.
+    pub fn cluster_references(&self) -> Vec<(String, &str)> {
+        let mut out = Vec::new();
+        for (i, host) in self.virtual_hosts.iter().enumerate() {
+            for (j, route) in host.routes.iter().enumerate() {
+                let RouteAction::Forward(forward) = &route.action else {
+                    continue;
+                };
+                let path = format!("virtual_hosts[{i}].routes[{j}].route");
+                match &forward.cluster {
+                    ClusterSpecifier::Cluster(name) if forward.cluster_header.is_none() => {
+                        out.push((format!("{path}.cluster"), &**name));
+                    }
+                    ClusterSpecifier::Cluster(_) => {}
+                    ClusterSpecifier::Weighted(weighted) => {
+                        for (k, w) in weighted.iter().enumerate() {
+                            out.push((
+                                format!("{path}.weighted_clusters.clusters[{k}].name"),
+                                &*w.name,
+                            ));
+                        }
+                    }
+                }
+                for (k, mirror) in forward.mirrors.iter().enumerate() {
+                    out.push((
+                        format!("{path}.request_mirror_policies[{k}].cluster"),
+                        &*mirror.cluster,
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// An Envoy `VirtualHost`.

@@ -83,6 +83,7 @@ fn kind_of(kind: ResourceKind) -> Kind {
         ResourceKind::Listener => Kind::Listener,
         ResourceKind::Cluster => Kind::Cluster,
         ResourceKind::ClusterLoadAssignment => Kind::Endpoints,
+        ResourceKind::RouteConfiguration => Kind::RouteConfiguration,
         ResourceKind::Bootstrap => Kind::Bootstrap,
     }
 }

@@ -19,13 +19,10 @@ use serde_json::Value;
 use super::CheckError;
 use super::bootstrap_file::bootstrap_errors;
 use super::report::{Kind, Report, Source};
-use crate::bootstrap::static_config::unknown_clusters;
+use crate::bootstrap::static_config::{unknown_clusters, unknown_route_clusters};
 use crate::decode::{self, Ctx, DecodeError, Resource, ResourceKind};
 use crate::proto::{self, ProtoError};
 
-/// The reason every route configuration is rejected with until vm-proxy routes HTTP.
-pub(super) const UNSUPPORTED_ROUTES: &str =
-    "unsupported: route configuration decoding (HTTP routing not implemented)";
 /// The reason every scoped route configuration is rejected with.
 const UNSUPPORTED_SCOPED_ROUTES: &str =
     "unsupported: scoped route configuration decoding (HTTP routing not implemented)";
@@ -369,14 +366,15 @@ fn judge(f: &Found, declared: Option<&HashSet<String>>) -> (String, Vec<String>)
                 .any
                 .type_url
                 .ends_with(&ScopedRouteConfiguration::full_name());
-            let result = match scoped {
-                true => message::<ScopedRouteConfiguration>(f).map(|r| r.name),
-                false => message::<RouteConfiguration>(f).map(|r| r.name),
-            };
-            match (result, scoped) {
-                (Ok(name), true) => (name, vec![UNSUPPORTED_SCOPED_ROUTES.to_string()]),
-                (Ok(name), false) => (name, vec![UNSUPPORTED_ROUTES.to_string()]),
-                (Err(e), _) => (f.name.clone(), e),
+            match scoped {
+                true => match message::<ScopedRouteConfiguration>(f) {
+                    Ok(r) => (r.name, vec![UNSUPPORTED_SCOPED_ROUTES.to_string()]),
+                    Err(e) => (f.name.clone(), e),
+                },
+                false => match message::<RouteConfiguration>(f) {
+                    Ok(pb) => judge_route(&pb, f.origin, declared),
+                    Err(e) => (f.name.clone(), e),
+                },
             }
         }
         Kind::Secret => match message::<Secret>(f) {
@@ -386,6 +384,45 @@ fn judge(f: &Found, declared: Option<&HashSet<String>>) -> (String, Vec<String>)
         },
         Kind::Bootstrap | Kind::Other => (f.name.clone(), Vec::new()),
     }
+}
+
+/// A route configuration as RDS delivers it: a route naming an unknown cluster is fine (it
+/// answers 503) unless the configuration asks for `validate_clusters`.
+fn judge_route(
+    pb: &RouteConfiguration,
+    origin: Origin,
+    declared: Option<&HashSet<String>>,
+) -> (String, Vec<String>) {
+    // Static ones are the inline tables of the bootstrap's listeners, shown on their own.
+    let result = match origin {
+        Origin::Static => {
+            let resource = Resource::route(pb.name.as_str());
+            decode::route_config(&Ctx::new(&resource), pb, true)
+        }
+        Origin::Dynamic => decode::route_configuration(pb),
+    };
+    let routes = match result {
+        Ok(routes) => routes,
+        Err(err) => return (pb.name.clone(), err.reasons()),
+    };
+    let resource = Resource::route(pb.name.as_str());
+    let reasons = match (routes.validate_clusters, declared) {
+        (true, Some(declared)) => routes
+            .cluster_references()
+            .into_iter()
+            .filter(|(_, cluster)| !declared.contains(*cluster))
+            .flat_map(|(field, cluster)| {
+                DecodeError::UnknownCluster {
+                    resource: resource.clone(),
+                    field,
+                    cluster: cluster.to_string(),
+                }
+                .reasons()
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    (pb.name.clone(), reasons)
 }
 
 fn judge_listener(f: &Found, declared: Option<&HashSet<String>>) -> (String, Vec<String>) {
@@ -415,7 +452,11 @@ fn judge_listener(f: &Found, declared: Option<&HashSet<String>>) -> (String, Vec
             let declared: Option<HashSet<&str>> =
                 declared.map(|d| d.iter().map(String::as_str).collect());
             let unknown = declared
-                .map(|d| unknown_clusters(&listener, &d))
+                .map(|d| {
+                    let mut unknown = unknown_clusters(&listener, &d);
+                    unknown.extend(unknown_route_clusters(&listener, &d));
+                    unknown
+                })
                 .unwrap_or_default();
             let resource = Resource::listener(listener.name.as_ref());
             let reasons = unknown

@@ -109,7 +109,11 @@ fn every_failing_resource_is_reported() {
     hcm["filter_chains"][0]["filters"][0] = serde_json::json!({
         "name": "envoy.filters.network.http_connection_manager", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": "h"}});
+            "stat_prefix": "h",
+            "route_config": {"virtual_hosts": [{"name": "v", "domains": ["*"], "routes": [
+                {"match": {"prefix": "/"}, "route": {"cluster": "nope"}}]}]},
+            "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}});
     let errors = resource_errors(serde_json::json!({
         "stats_config": {"use_all_default_tags": false},
         "static_resources": {
@@ -132,7 +136,10 @@ fn every_failing_resource_is_reported() {
         text[2]
     );
     assert!(
-        text[3].contains("listener \"http\"") && text[3].contains("http_connection_manager"),
+        // An inline route table is checked like a tcp_proxy target (validate_clusters).
+        text[3].contains("listener \"http\"")
+            && text[3].contains("route_config.virtual_hosts[0].routes[0].route.cluster")
+            && text[3].contains("unknown cluster \"nope\""),
         "{}",
         text[3]
     );
@@ -271,4 +278,24 @@ fn file_errors_name_the_file() {
         "{text}"
     );
     assert!(text.contains("NOT_A_TYPE"), "{text}");
+}
+
+#[test]
+fn rds_without_ads_is_refused() {
+    let mut hcm = listener("http", 1003, "c");
+    hcm["filter_chains"][0]["filters"][0] = serde_json::json!({
+        "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "h",
+            "rds": {"route_config_name": "r", "config_source": {"ads": {}}},
+            "http_filters": [{"name": "envoy.filters.http.router"}]}});
+    let errors = resource_errors(serde_json::json!({
+        "static_resources": {"listeners": [hcm], "clusters": [cluster("c")]},
+    }));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let text = errors[0].to_string();
+    assert!(
+        text.contains("listener \"http\"") && text.contains("no dynamic_resources.ads_config"),
+        "{text}"
+    );
 }

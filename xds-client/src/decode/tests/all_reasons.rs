@@ -31,7 +31,9 @@ fn an_istio_like_listener_lists_every_reason() {
                  "@type": TCP_PROXY, "stat_prefix": "s", "cluster": "c"}}]},
             {"filter_chain_match": {"destination_port": 80},
              "filters": [{"name": "envoy.filters.network.http_connection_manager",
-                          "typed_config": {"@type": HCM, "stat_prefix": "h"}}]},
+                          "typed_config": {"@type": HCM, "stat_prefix": "h", "tracing": {},
+                              "rds": {"route_config_name": "r", "config_source": {"ads": {}}},
+                              "http_filters": [{"name": "envoy.filters.http.router"}]}}]},
         ],
     }));
     let err = listener(&pb).unwrap_err();
@@ -52,10 +54,7 @@ fn an_istio_like_listener_lists_every_reason() {
     assert_unsupported(
         &problems[2],
         &res,
-        &[
-            "filter_chains[1].filters[0]",
-            "envoy.filters.network.http_connection_manager",
-        ],
+        &["filter_chains[1].filters[0].typed_config", "tracing"],
     );
     // The message (a NACK's error_detail) names the resource once, then every reason.
     let message = err.to_string();

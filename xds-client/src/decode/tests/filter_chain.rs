@@ -206,19 +206,13 @@ fn transport_sockets() {
 }
 
 #[test]
-fn network_filters_other_than_tcp_proxy_are_unsupported() {
-    let err = with_chains(json!([{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "http"}}]}]))
-    .unwrap_err();
+fn network_filters_other_than_tcp_proxy_and_hcm_are_unsupported() {
+    let err =
+        with_chains(json!([{"filters": [{"name": "envoy.filters.network.echo"}]}])).unwrap_err();
     assert_unsupported(
         &err,
         &res(),
-        &[
-            "filter_chains[0].filters[0]",
-            "envoy.filters.network.http_connection_manager",
-            "v3.HttpConnectionManager",
-        ],
+        &["filter_chains[0].filters[0]", "envoy.filters.network.echo"],
     );
 
     let err = with_chains(

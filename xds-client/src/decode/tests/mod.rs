@@ -3,7 +3,9 @@
 mod all_reasons;
 mod cluster;
 mod filter_chain;
+mod hcm;
 mod listener;
 mod rbac;
+mod route;
 mod tcp_proxy;
 mod tls;
