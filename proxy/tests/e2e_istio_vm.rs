@@ -6,12 +6,13 @@ mod e2e;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use e2e::*;
 use serde_json::Value;
 use test_support::ads_server::resources::{static_cluster, tcp_listener};
 use test_support::clients::curl;
-use test_support::{AdsServer, Netns, TcpServer, tcp_exchange};
+use test_support::{AdsServer, Netns, TcpServer, TestCa, TestCaOptions, TestPki, tcp_exchange};
 
 fn fixture(name: &str) -> PathBuf {
     [
@@ -30,9 +31,9 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// `vm-proxy run --istio-vm` with every file named (the fixtures, and `cluster_env`), plus
-/// `extra`.
-fn istio_vm_args(cluster_env: &Path, extra: &[String]) -> Vec<String> {
+/// `vm-proxy run --istio-vm` with every file named (the fixtures, `cluster_env` and
+/// `root_cert`), plus `extra`.
+fn istio_vm_args(cluster_env: &Path, root_cert: &Path, extra: &[String]) -> Vec<String> {
     let mut argv: Vec<String> = vec!["run".into(), "--istio-vm".into()];
     argv.push("--cluster-env".into());
     argv.push(cluster_env.display().to_string());
@@ -40,11 +41,12 @@ fn istio_vm_args(cluster_env: &Path, extra: &[String]) -> Vec<String> {
         ("--sidecar-env", "no-sidecar.env"),
         ("--mesh-config", "mesh.yaml"),
         ("--token", "istio-token"),
-        ("--root-cert", "root-cert.pem"),
     ] {
         argv.push(flag.into());
         argv.push(fixture(file).display().to_string());
     }
+    argv.push("--root-cert".into());
+    argv.push(root_cert.display().to_string());
     argv.extend_from_slice(extra);
     argv
 }
@@ -92,8 +94,41 @@ fn istio_vm_bootstrap_sends_pilot_agents_node_and_follows_pushed_listeners() {
         "outbound|8080||up.shop.svc.cluster.local",
     )]);
 
+    // The fixture's cluster.env, with the CA where the test CA listens: the proxy binds
+    // listeners only once it holds its workload certificate.
+    let ca_runtime = tokio::runtime::Runtime::new().unwrap();
+    let pki = Arc::new(TestPki::new("cluster.local"));
+    let ca = {
+        let (handle, pki) = (ca_runtime.handle().clone(), pki.clone());
+        let options = TestCaOptions {
+            cluster_id: "cluster-east".into(),
+            ..TestCaOptions::default()
+        };
+        ns.in_ns(move || handle.block_on(TestCa::start_with(options, pki)))
+            .unwrap()
+    };
+    let token = std::fs::read_to_string(fixture("istio-token")).unwrap();
+    ca.add_token(token.trim(), "shop", "cart-sa");
+    let dir = ConfigDir::new();
+    let env: String = std::fs::read_to_string(fixture("cluster.env"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("CA_ADDR="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let cluster_env = dir.write(
+        "cluster.env",
+        &format!(
+            "{env}CA_ADDR='{}'\nISTIOD_SAN='istiod.istio-system.svc'\n\
+             PROV_CERT='{dir}'\nOUTPUT_CERTS='{dir}/out'\n",
+            ca.addr(),
+            dir = dir.path().display()
+        ),
+    );
+    let root = dir.write("root-cert.pem", &pki.roots_pem());
     let argv = istio_vm_args(
-        &fixture("cluster.env"),
+        &cluster_env,
+        &root,
         &["--xds-plaintext".into(), server.address().to_string()],
     );
     let mut proxy = ns
@@ -171,6 +206,7 @@ fn istio_vm_names_a_bad_cluster_env() {
     let mut argv = vec![BIN.to_string()];
     argv.extend(istio_vm_args(
         &bad,
+        &fixture("root-cert.pem"),
         &["--xds-plaintext".into(), "127.0.0.1:1".into()],
     ));
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();

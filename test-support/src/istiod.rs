@@ -106,6 +106,7 @@ pub struct IstiodBuilder {
     mesh: Option<String>,
     listen: SocketAddr,
     secure: bool,
+    secure_listen: Option<SocketAddr>,
     tokens: Vec<(String, String)>,
     ns: Option<String>,
 }
@@ -134,6 +135,15 @@ impl IstiodBuilder {
     /// for `istiod.istio-system.svc` from a self-signed root ([`IstiodServer::root_cert`]).
     pub fn secure(mut self) -> Self {
         self.secure = true;
+        self
+    }
+
+    /// Serves TLS ADS and the Istio CA on `addr` (e.g. a namespace's address, port 0 for a
+    /// free one) rather than on loopback, so workloads in other namespaces reach them.
+    /// Implies [`IstiodBuilder::secure`].
+    pub fn secure_listen(mut self, addr: SocketAddr) -> Self {
+        self.secure = true;
+        self.secure_listen = Some(addr);
         self
     }
 
@@ -197,7 +207,10 @@ impl IstiodBuilder {
         }
         let root_cert = self.secure.then(|| dir.join("root-cert.pem"));
         if let Some(root) = &root_cert {
-            args.extend(["--secure-listen".into(), loopback.into()]);
+            let secure = self
+                .secure_listen
+                .map_or_else(|| loopback.to_string(), |a| a.to_string());
+            args.extend(["--secure-listen".into(), secure]);
             args.extend(["--root-cert-out".into(), root.display().to_string()]);
         }
         for (token, id) in &self.tokens {
@@ -292,6 +305,7 @@ impl IstiodServer {
             mesh: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             secure: false,
+            secure_listen: None,
             tokens: Vec::new(),
             ns: None,
         }
