@@ -9,6 +9,7 @@ use xds_client::model::{
 };
 
 use crate::original_dst::Destination;
+use crate::outlier::{Detector, Outcome, Registry};
 
 /// A cluster with the load balancer's state for one snapshot.
 #[derive(Debug)]
@@ -24,6 +25,8 @@ pub(crate) struct ClusterState {
     locality_cumulative: Box<[u64]>,
     /// Open connections per endpoint (indexed like `cluster.endpoints`), for least-request.
     active: Box<[AtomicUsize]>,
+    /// The cluster's outlier detection, when configured.
+    outlier: Option<Detector>,
 }
 
 /// Some endpoints of a cluster with their weights and round-robin position.
@@ -44,6 +47,8 @@ pub(crate) struct Resources {
     /// Connections refused because `max_connections` was reached (Envoy's
     /// `upstream_cx_overflow`).
     overflow: AtomicU64,
+    /// The endpoints' outlier-detection records, which outlive a snapshot as the counts do.
+    outlier: Arc<Registry>,
 }
 
 impl Resources {
@@ -118,7 +123,16 @@ impl ClusterState {
         } else {
             (Box::default(), Box::default())
         };
+        let outlier = cluster.outlier_detection.map(|config| {
+            Detector::new(
+                config,
+                cluster.name.clone(),
+                resources.outlier.clone(),
+                cluster.endpoints.iter().map(|e| e.address.clone()),
+            )
+        });
         ClusterState {
+            outlier,
             active: cluster
                 .endpoints
                 .iter()
@@ -160,7 +174,7 @@ impl ClusterState {
             // Rejected by validation for every discovery type but ORIGINAL_DST.
             LbPolicy::ClusterProvided => set.round_robin(),
         };
-        let endpoint = set.hosts[index];
+        let endpoint = self.skip_ejected(set, index);
         let target = match &self.cluster.endpoints[endpoint].address {
             EndpointAddress::Socket(a) => Target::Socket(*a),
             EndpointAddress::Dns { host, port } => Target::Dns {
@@ -177,6 +191,30 @@ impl ClusterState {
                 endpoint,
             }),
         })
+    }
+
+    /// The endpoint at `set.hosts[index]`, or, when outlier detection ejected it, the next
+    /// one of `set` that is not ejected. When so many are ejected that fewer than
+    /// `healthy_panic_threshold` percent remain, Envoy's panic mode balances over all of
+    /// them, ejected or not, and so does this.
+    fn skip_ejected(&self, set: &HostSet, index: usize) -> usize {
+        let chosen = set.hosts[index];
+        let Some(detector) = self.outlier.as_ref().filter(|d| d.any_ejected()) else {
+            return chosen;
+        };
+        let ejected: Vec<bool> = set.hosts.iter().map(|&h| detector.is_ejected(h)).collect();
+        if !ejected[index] {
+            return chosen;
+        }
+        let left = ejected.iter().filter(|e| !**e).count();
+        let available = 100.0 * left as f64 / set.hosts.len().max(1) as f64;
+        if available < self.cluster.common_lb.healthy_panic_threshold || left == 0 {
+            return chosen;
+        }
+        (1..set.hosts.len())
+            .map(|k| (index + k) % set.hosts.len())
+            .find(|&j| !ejected[j])
+            .map_or(chosen, |j| set.hosts[j])
     }
 
     /// The endpoints this pick chooses from: a locality drawn by effective weight when the
@@ -331,6 +369,18 @@ fn by_locality(endpoints: &[Endpoint], hosts: &[usize]) -> (Box<[HostSet]>, Box<
     (sets.into(), cumulative.into())
 }
 
+impl Pick {
+    /// Tells the cluster's outlier detection (if any) how the connection or request to the
+    /// picked endpoint went.
+    pub fn report(&self, outcome: Outcome) {
+        if let Some(guard) = &self._active
+            && let Some(detector) = &guard.cluster.outlier
+        {
+            detector.report(guard.endpoint, outcome);
+        }
+    }
+}
+
 /// Counts a connection against its endpoint until dropped.
 #[derive(Debug)]
 struct ActiveGuard {
@@ -382,6 +432,7 @@ mod tests {
             http: Default::default(),
             circuit_breakers: Default::default(),
             common_lb: Default::default(),
+            outlier_detection: None,
             endpoints,
         })
     }

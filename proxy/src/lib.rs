@@ -25,6 +25,7 @@ pub mod istiod_xds;
 mod listener;
 mod options;
 mod original_dst;
+mod outlier;
 mod proxy;
 mod random;
 pub mod rbac;

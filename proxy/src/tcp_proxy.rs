@@ -9,9 +9,10 @@ use xds_client::model::{ClusterSpecifier, TcpProxy, TransportSocket};
 use crate::copy::{self, CopyError};
 use crate::options::Options;
 use crate::original_dst::Destination;
+use crate::outlier::Outcome;
 use crate::state::Active;
 use crate::tls;
-use crate::upstream;
+use crate::upstream::{self, ConnectError};
 
 /// Proxies `downstream` to an endpoint of the filter's cluster until both sides are done,
 /// over TLS when the endpoint's transport socket says so. `peer_identity` is the downstream
@@ -68,13 +69,24 @@ pub(crate) async fn run<D>(
     {
         Ok(s) => s,
         Err(e) => {
+            // A failure to bind our own source address is not the endpoint's fault.
+            match e {
+                ConnectError::Timeout { .. } => pick.report(Outcome::TimedOut),
+                ConnectError::Bind { .. } => {}
+                _ => pick.report(Outcome::Refused),
+            }
             debug!(cluster = %spec.name, "tcp_proxy: {e}; closing");
             return;
         }
     };
     let endpoint = pick.endpoint.and_then(|i| spec.endpoints.get(i));
+    // The connection counts as made for outlier detection once the transport is up: for
+    // TLS, after the handshake (as Envoy, whose connection is not connected before).
     let result = match spec.transport_socket_for(endpoint) {
-        TransportSocket::Raw => relay(&mut downstream, up, filter, options).await,
+        TransportSocket::Raw => {
+            pick.report(Outcome::Connected);
+            relay(&mut downstream, up, filter, options).await
+        }
         TransportSocket::Tls(config) => {
             // Envoy counts the handshake into connect_timeout; vm-proxy gives it its own.
             let handshake = tls::connect(
@@ -86,10 +98,12 @@ pub(crate) async fn run<D>(
             );
             match handshake.await {
                 Ok((up, server_id)) => {
+                    pick.report(Outcome::Connected);
                     debug!(cluster = %spec.name, upstream = %target, server_identity = %server_id, "upstream TLS established");
                     relay(&mut downstream, up, filter, options).await
                 }
                 Err(e) => {
+                    pick.report(Outcome::Refused);
                     warn!(cluster = %spec.name, upstream = %target, "tcp_proxy: upstream TLS: {e}; closing");
                     return;
                 }

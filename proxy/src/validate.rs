@@ -155,6 +155,7 @@ mod tests {
                 http: Default::default(),
                 circuit_breakers: Default::default(),
                 common_lb: Default::default(),
+                outlier_detection: None,
                 endpoints: Vec::new(),
             }),
         );

@@ -103,6 +103,7 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
         http: Default::default(),
         circuit_breakers: Default::default(),
         common_lb: Default::default(),
+        outlier_detection: None,
         endpoints: endpoints
             .iter()
             .map(|&a| Endpoint {

@@ -142,7 +142,6 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
                 typed_dns_resolver_config.is_some(),
             )
             .check("wait_for_warm_on_init", wait_for_warm_on_init.is_some())
-            .check("outlier_detection", outlier_detection.is_some())
             .check("lb_subset_config", lb_subset_config.is_some())
             .check_msg("upstream_connection_options", upstream_connection_options)
             .check(
@@ -188,6 +187,10 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
     let circuit_breakers = problems.take(breakers(
         &ctx.at("circuit_breakers"),
         circuit_breakers.as_ref(),
+    ));
+    let outlier_detection = problems.take(super::outlier::outlier_detection(
+        &ctx.at("outlier_detection"),
+        outlier_detection.as_ref(),
     ));
     let common_lb = problems.take(common_lb(
         &ctx.at("common_lb_config"),
@@ -278,6 +281,7 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             transport_socket_matches: transport_socket_matches?,
             circuit_breakers: circuit_breakers?,
             common_lb: common_lb?,
+            outlier_detection: outlier_detection?,
             http: http?,
         })
     })();

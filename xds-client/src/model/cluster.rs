@@ -36,6 +36,8 @@ pub struct Cluster {
     pub http: HttpUpstreamOptions,
     pub circuit_breakers: CircuitBreakers,
     pub common_lb: CommonLb,
+    /// Passive health checking; `None`: endpoints are never ejected.
+    pub outlier_detection: Option<super::OutlierDetection>,
 }
 
 /// A cluster's HTTP protocol options.
@@ -142,7 +144,7 @@ pub enum HealthStatus {
     Degraded,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EndpointAddress {
     Socket(SocketAddr),
     /// A DNS name to resolve (STRICT_DNS / LOGICAL_DNS clusters).
