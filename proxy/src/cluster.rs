@@ -433,6 +433,7 @@ mod tests {
             circuit_breakers: Default::default(),
             common_lb: Default::default(),
             outlier_detection: None,
+            metadata_exchange: None,
             endpoints,
         })
     }

@@ -156,6 +156,7 @@ mod tests {
                 circuit_breakers: Default::default(),
                 common_lb: Default::default(),
                 outlier_detection: None,
+                metadata_exchange: None,
                 endpoints: Vec::new(),
             }),
         );

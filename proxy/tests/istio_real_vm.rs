@@ -275,6 +275,31 @@ fn dump_names(dump: &Value, section: &str, list: &str, path: &[&str]) -> BTreeSe
         .collect()
 }
 
+/// The rows `istioctl proxy-config listener` prints for our dump: one per filter chain
+/// (the default chain included) of every dynamic listener.
+fn chain_rows(dump: &Value) -> usize {
+    let configs = dump["configs"].as_array().expect("configs");
+    configs
+        .iter()
+        .filter(|c| {
+            c["@type"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("ListenersConfigDump"))
+        })
+        .flat_map(|c| {
+            c["dynamic_listeners"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|l| {
+            let l = &l["active_state"]["listener"];
+            l["filter_chains"].as_array().map_or(0, Vec::len)
+                + usize::from(l.get("default_filter_chain").is_some())
+        })
+        .sum()
+}
+
 /// istiod's account of one type for our node matches the scenario's known gap: exactly the
 /// expected resources are rejected, each for (at least) the expected reasons, every reason
 /// says what is not supported (or names a cluster we rejected), and everything else sent is
@@ -433,8 +458,8 @@ fn run_scenario(name: &str, delta: bool) {
                 .skip(1)
                 .filter(|l| !l.trim().is_empty())
                 .count(),
-            our_listeners.len(),
-            "one row per listener we hold:\n{table}"
+            chain_rows(&ours),
+            "one row per filter chain of the listeners we hold:\n{table}"
         );
     }
 
@@ -501,8 +526,23 @@ fn check_push(
     };
     let applied = mesh.istiod.apply(&push).unwrap();
     eprintln!("applied: {}", applied.trim_end());
-    let after = mesh.syncz_until(node, "NACKed the pushed cluster", |e| {
-        cds_error(e).contains_key(pushed)
+    // The pushed service's cluster is accepted (it is of the kinds the scenario already
+    // holds) and appears in our dump; its removal takes it out again.
+    let has_pushed = |mesh: &Mesh| {
+        let ours: Value = serde_json::from_slice(&mesh.config_dump()).unwrap();
+        dump_names(
+            &ours,
+            "ClustersConfigDump",
+            "dynamic_active_clusters",
+            &["cluster", "name"],
+        )
+        .contains(pushed)
+    };
+    wait_for(mesh, "the pushed cluster in our /config_dump", |m| {
+        has_pushed(m)
+    });
+    let after = mesh.syncz_until(node, "ACKed the push", |e| {
+        !cds_error(e).contains_key(pushed)
     });
     eprintln!(
         "answer to the push: {}",
@@ -510,6 +550,11 @@ fn check_push(
     );
     let deleted = mesh.istiod.delete(&push).unwrap();
     eprintln!("deleted: {}", deleted.trim_end());
+    wait_for(
+        mesh,
+        "the removed cluster gone from our /config_dump",
+        |m| !has_pushed(m),
+    );
     let after = mesh.syncz_until(node, "answered the removal", |e| {
         !cds_error(e).contains_key(pushed)
     });
@@ -532,6 +577,19 @@ fn check_push(
         *our_clusters,
         "what we accepted survives the pushes"
     );
+}
+
+/// Polls `done` on the mesh every 100 ms, at most [`SYNC_WAIT`].
+fn wait_for(mesh: &Mesh, what: &str, done: impl Fn(&Mesh) -> bool) {
+    let deadline = Instant::now() + SYNC_WAIT;
+    while !done(mesh) {
+        assert!(
+            Instant::now() < deadline,
+            "not {what} within {SYNC_WAIT:?}\n{}",
+            mesh.proxy.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -361,8 +361,8 @@ fn reason_for<'a>(message: &'a str, resource: &str) -> Option<&'a str> {
     Some(&rest[..end])
 }
 
-/// istiod's complete 1.18 sidecar dump, served unchanged: every cluster is either taken or
-/// named in the CDS NACK; every listener is named in the LDS NACK with all its reasons (access
+/// istiod's complete 1.18 sidecar dump, served unchanged: every cluster is taken (CDS is
+/// ACKed); every listener is named in the LDS NACK with all its reasons (access
 /// logs and the filters vm-proxy does not implement), the one Envoy NACKed included.
 #[tokio::test]
 async fn istio_full_config_dump_is_judged_resource_by_resource() {
@@ -380,24 +380,19 @@ async fn istio_full_config_dump_is_judged_resource_by_resource() {
         let mut client = run(&server, protocol);
         let cds = answer(&server, CLUSTER, &clusters[0]).await;
         assert!(
-            cds.is_nack(),
-            "{protocol:?}: some clusters use TLS: {cds:?}"
+            !cds.is_nack(),
+            "{protocol:?}: every cluster decodes: {cds:?}"
         );
         let lds = answer(&server, LISTENER, &listeners[0]).await;
         let status = client
             .status_where("LDS answered", |s| s.cluster("BlackHoleCluster").is_some())
             .await;
-        let (cds, lds) = (cds.error_message(), lds.error_message());
+        let lds = lds.error_message();
         for name in &clusters {
-            let accepted = status.cluster(name).is_some();
-            let reason = reason_for(cds, &format!("cluster {name:?}"));
             assert!(
-                accepted != reason.is_some(),
-                "{protocol:?}: cluster {name}: accepted={accepted}, NACK: {reason:?}"
+                status.cluster(name).is_some(),
+                "{protocol:?}: cluster {name}"
             );
-            if let Some(reason) = reason {
-                assert!(reason.contains("not supported"), "{reason}");
-            }
         }
         assert!(status.listeners.is_empty(), "{protocol:?}");
         for name in &listeners {

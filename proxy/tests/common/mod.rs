@@ -104,6 +104,7 @@ pub fn static_cluster(name: &str, endpoints: &[SocketAddr]) -> Cluster {
         circuit_breakers: Default::default(),
         common_lb: Default::default(),
         outlier_detection: None,
+        metadata_exchange: None,
         endpoints: endpoints
             .iter()
             .map(|&a| Endpoint {

@@ -152,7 +152,6 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
                 "ignore_health_on_host_removal",
                 *ignore_health_on_host_removal,
             )
-            .check("filters", !filters.is_empty())
             .check("load_balancing_policy", load_balancing_policy.is_some())
             .check("lrs_server", lrs_server.is_some())
             .check(
@@ -188,6 +187,7 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
         &ctx.at("circuit_breakers"),
         circuit_breakers.as_ref(),
     ));
+    let metadata_exchange = problems.take(super::metadata_exchange::cluster_filters(&ctx, filters));
     let outlier_detection = problems.take(super::outlier::outlier_detection(
         &ctx.at("outlier_detection"),
         outlier_detection.as_ref(),
@@ -282,6 +282,7 @@ pub(crate) fn cluster(pb: &Cluster) -> Result<model::Cluster, DecodeError> {
             circuit_breakers: circuit_breakers?,
             common_lb: common_lb?,
             outlier_detection: outlier_detection?,
+            metadata_exchange: metadata_exchange?,
             http: http?,
         })
     })();

@@ -15,6 +15,8 @@ use super::address::{cidr, port};
 use super::error::{Ctx, DecodeError, Problems};
 use super::extension::Extension;
 use super::hcm::http_connection_manager;
+use super::istio_proto::MetadataExchange;
+use super::metadata_exchange::metadata_exchange;
 use super::rbac::network_rbac;
 use super::tcp_proxy::tcp_proxy;
 use super::time::duration;
@@ -221,6 +223,10 @@ fn network_filter(
         let config: HttpConnectionManager = ext.config(ctx)?;
         let hcm = http_connection_manager(&ctx.at("typed_config"), &config)?;
         Ok(model::NetworkFilter::HttpConnectionManager(Arc::new(hcm)))
+    } else if ext.is::<MetadataExchange>("istio.metadata_exchange") {
+        Ok(model::NetworkFilter::MetadataExchange(metadata_exchange(
+            ctx, &ext,
+        )?))
     } else {
         // Network filters have no `is_optional` in Envoy: an unknown one always fails the listener.
         Err(ctx.unsupported(format!("network filter {ext}")))

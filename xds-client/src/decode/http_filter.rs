@@ -535,11 +535,13 @@ fn wasm_metadata_exchange(ctx: &Ctx, configuration: Option<&Any>) -> Result<(), 
         let MetadataExchange {
             protocol,
             enable_discovery,
+            additional_labels,
         } = MetadataExchange::decode(any.value.as_slice())
             .map_err(|err| ctx.invalid("", format!("cannot decode {type_name}: {err}")))?;
         ctx.unsupported_fields()
             .check("protocol", !protocol.is_empty())
             .check("enable_discovery", enable_discovery)
+            .check("additional_labels", !additional_labels.is_empty())
             .finish()
     } else if let Some(json) = string_value(ctx, any)? {
         match json_object(ctx, &json)?.is_empty() {

@@ -69,6 +69,8 @@ pub(crate) struct MetadataExchange {
     pub protocol: String,
     #[prost(bool, tag = "2")]
     pub enable_discovery: bool,
+    #[prost(string, repeated, tag = "3")]
+    pub additional_labels: Vec<String>,
 }
 
 impl Name for MetadataExchange {

@@ -20,6 +20,7 @@ mod istio_proto;
 mod limits;
 mod listener;
 mod matcher;
+mod metadata_exchange;
 mod outlier;
 mod rbac;
 mod retry;

@@ -155,6 +155,7 @@ fn parse_retry_on(ctx: &Ctx, value: &str) -> Result<model::RetryOn, DecodeError>
             "5xx" => &mut on.server_error,
             "gateway-error" => &mut on.gateway_error,
             "reset" => &mut on.reset,
+            "reset-before-request" => &mut on.reset_before_request,
             "connect-failure" => &mut on.connect_failure,
             "retriable-4xx" => &mut on.retriable_4xx,
             "refused-stream" => &mut on.refused_stream,
@@ -164,10 +165,7 @@ fn parse_retry_on(ctx: &Ctx, value: &str) -> Result<model::RetryOn, DecodeError>
             "internal" => &mut on.grpc_internal,
             "resource-exhausted" => &mut on.grpc_resource_exhausted,
             "unavailable" => &mut on.grpc_unavailable,
-            "reset-before-request"
-            | "envoy-ratelimited"
-            | "retriable-headers"
-            | "http3-post-connect-failure" => {
+            "envoy-ratelimited" | "retriable-headers" | "http3-post-connect-failure" => {
                 return Err(ctx.unsupported(format!("retry condition {token:?}")));
             }
             other => return Err(ctx.invalid("", format!("unknown retry condition {other:?}"))),

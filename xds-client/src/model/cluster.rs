@@ -38,6 +38,10 @@ pub struct Cluster {
     pub common_lb: CommonLb,
     /// Passive health checking; `None`: endpoints are never ejected.
     pub outlier_detection: Option<super::OutlierDetection>,
+    /// The ALPN of Istio's upstream metadata exchange filter, when the cluster has one. As
+    /// with the listener filter, vm-proxy never negotiates it, so connections carry only
+    /// the application's bytes (Envoy's behaviour on any other ALPN).
+    pub metadata_exchange: Option<Arc<str>>,
 }
 
 /// A cluster's HTTP protocol options.

@@ -118,6 +118,11 @@ pub enum NetworkFilter {
     HttpConnectionManager(Arc<super::HttpConnectionManager>),
     /// `envoy.filters.network.rbac`: runs before the terminal filter.
     Rbac(Arc<super::NetworkRbac>),
+    /// Istio's `istio.metadata_exchange`: the ALPN protocol on which the peer's workload
+    /// metadata would be exchanged in-band. vm-proxy never negotiates it (see
+    /// `proxy/src/tls.rs`), so, as Envoy does on any other ALPN, the filter passes bytes on
+    /// untouched.
+    MetadataExchange(Arc<str>),
 }
 
 #[derive(Debug, Clone)]

@@ -303,6 +303,10 @@ pub struct RetryOn {
     pub gateway_error: bool,
     /// `reset`: the upstream reset or closed before a response.
     pub reset: bool,
+    /// `reset-before-request`: the upstream reset or closed before the request was sent
+    /// whole, so retrying cannot repeat a request the upstream acted on (istiod's default
+    /// retry policy includes it).
+    pub reset_before_request: bool,
     pub connect_failure: bool,
     /// `retriable-4xx`: 409.
     pub retriable_4xx: bool,

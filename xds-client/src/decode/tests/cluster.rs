@@ -322,7 +322,7 @@ fn cluster_features_not_implemented_are_all_named() {
         "health_checks": [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1, "healthy_threshold": 1,
             "tcp_health_check": {}}],
         "lb_subset_config": {"fallback_policy": "ANY_ENDPOINT"},
-        "outlier_detection": {},
+        "close_connections_on_host_health_failure": true,
         "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
     }))
     .unwrap_err();
@@ -332,7 +332,7 @@ fn cluster_features_not_implemented_are_all_named() {
         &[
             "health_checks",
             "lb_subset_config",
-            "outlier_detection",
+            "close_connections_on_host_health_failure",
             "upstream_connection_options",
         ],
     );
