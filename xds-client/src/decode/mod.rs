@@ -23,11 +23,15 @@ mod matcher;
 mod rbac;
 mod retry;
 mod route;
+mod stats;
 mod tcp_proxy;
 mod time;
 mod tls;
 mod upstream_http;
 mod wasm;
+mod workload;
+
+pub use workload::local_workload;
 
 pub(crate) use address::ip_socket_address;
 pub(crate) use cluster::cluster;

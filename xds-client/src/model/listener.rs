@@ -31,6 +31,17 @@ pub struct Listener {
     pub continue_on_listener_filters_timeout: bool,
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
+    /// Envoy's `traffic_direction`: which reporter Istio's metrics speak as.
+    pub traffic_direction: TrafficDirection,
+}
+
+/// Envoy's `core.v3.TrafficDirection` of a listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrafficDirection {
+    #[default]
+    Unspecified,
+    Inbound,
+    Outbound,
 }
 
 impl Listener {
@@ -118,6 +129,8 @@ pub enum NetworkFilter {
     HttpConnectionManager(Arc<super::HttpConnectionManager>),
     /// `envoy.filters.network.rbac`: runs before the terminal filter.
     Rbac(Arc<super::NetworkRbac>),
+    /// Istio's `istio.stats`: the standard TCP metrics of the connection.
+    IstioStats(Arc<super::StatsConfig>),
 }
 
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ mod limits;
 mod listener;
 mod rbac;
 mod route;
+mod telemetry;
 mod tls;
 
 pub use cluster::*;
@@ -17,6 +18,7 @@ pub use limits::*;
 pub use listener::*;
 pub use rbac::*;
 pub use route::*;
+pub use telemetry::*;
 pub use tls::*;
 
 use std::collections::HashMap;
