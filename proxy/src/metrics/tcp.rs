@@ -4,10 +4,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use xds_client::model::StatsConfig;
 
 use super::Metrics;
-use super::labels::{Peers, label_set};
+use super::labels::{LabelSet, Peers, label_set};
 
 /// Bytes moved so far in each direction, written by the copy loop (one relaxed add per
 /// read) and read by the reporter.
@@ -22,7 +23,9 @@ pub(crate) struct Progress {
 pub(crate) struct TcpConnection {
     sent: Option<Counter>,
     received: Option<Counter>,
-    closed: Option<Counter>,
+    /// Created at the close, as Envoy creates a stat on its first increment: an open
+    /// connection shows no closed series.
+    closed: Option<(Family<LabelSet, Counter>, LabelSet)>,
     reported_sent: u64,
     reported_received: u64,
 }
@@ -36,10 +39,9 @@ impl TcpConnection {
         peers: &Peers<'_>,
         response_flags: &str,
     ) -> TcpConnection {
-        let counter = |family: &prometheus_client::metrics::family::Family<_, Counter>,
-                       metric: &str| {
+        let labels = |metric: &str| {
             (!config.drops(metric)).then(|| {
-                let labels = label_set(
+                label_set(
                     &metrics.local,
                     config,
                     metric,
@@ -47,9 +49,11 @@ impl TcpConnection {
                     "tcp",
                     None,
                     response_flags,
-                );
-                family.get_or_create_owned(&labels)
+                )
             })
+        };
+        let counter = |family: &Family<LabelSet, Counter>, metric: &str| {
+            labels(metric).map(|l| family.get_or_create_owned(&l))
         };
         if let Some(opened) = counter(&metrics.tcp_opened, "tcp_connections_opened_total") {
             opened.inc();
@@ -57,7 +61,7 @@ impl TcpConnection {
         TcpConnection {
             sent: counter(&metrics.tcp_sent, "tcp_sent_bytes_total"),
             received: counter(&metrics.tcp_received, "tcp_received_bytes_total"),
-            closed: counter(&metrics.tcp_closed, "tcp_connections_closed_total"),
+            closed: labels("tcp_connections_closed_total").map(|l| (metrics.tcp_closed.clone(), l)),
             reported_sent: 0,
             reported_received: 0,
         }
@@ -81,8 +85,8 @@ impl TcpConnection {
     /// The final report: remaining bytes, then the close.
     pub(crate) fn close(mut self, progress: &Progress) {
         self.flush(progress);
-        if let Some(c) = &self.closed {
-            c.inc();
+        if let Some((family, labels)) = &self.closed {
+            family.get_or_create(labels).inc();
         }
     }
 }
