@@ -146,6 +146,11 @@ const ENDPOINTS: &[Endpoint] = &[
         help: "print server state, return 200 if LIVE, otherwise return 503",
         mutates: false,
     },
+    Endpoint {
+        path: "/stats/prometheus",
+        help: "print server stats in prometheus format",
+        mutates: false,
+    },
 ];
 
 async fn handle(
@@ -191,6 +196,7 @@ async fn handle(
         }
         "/config_dump" => config_dump(&ctx).await,
         "/listeners" => listeners(&ctx, req.uri().query()),
+        "/stats/prometheus" => prometheus(&ctx),
         "/healthcheck/fail" => {
             ctx.state.set_health_check_failed(true);
             text(StatusCode::OK, "OK\n".into())
@@ -261,6 +267,21 @@ fn listeners(ctx: &AdminContext, query: Option<&str>) -> Response<Full<Bytes>> {
             let _ = writeln!(out, "{name}::{addr}");
         }
         text(StatusCode::OK, out)
+    }
+}
+
+/// Prometheus text format 0.0.4, the content type Envoy answers with.
+fn prometheus(ctx: &AdminContext) -> Response<Full<Bytes>> {
+    match ctx.shared.options.metrics.render() {
+        Ok(body) => response(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(body),
+        ),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stats: cannot render: {e}\n"),
+        ),
     }
 }
 

@@ -171,6 +171,7 @@ mod tests {
             listener_filters_disabled: Vec::new(),
             filter_chains: chains,
             default_filter_chain: default,
+            traffic_direction: Default::default(),
             listener_filters_timeout: Some(Duration::from_secs(15)),
             continue_on_listener_filters_timeout: false,
         }

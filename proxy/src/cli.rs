@@ -18,6 +18,7 @@ use xds_client::istio::{VmEnv, VmPaths, source_env_files};
 
 use crate::identity::Provisioning;
 use crate::istiod_xds::IstiodXds;
+use crate::metrics::Metrics;
 use crate::options::Options;
 use crate::proxy::Proxy;
 
@@ -303,6 +304,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     let options = Options {
         drain_timeout,
         worker_threads: concurrency.map(usize::from),
+        metrics: Arc::new(Metrics::new(loaded.local_workload.clone())),
         ..Options::default()
     };
     match Proxy::run_following(

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use xds_client::ads::{AdsClient, Transport};
 use xds_client::istio::{IstioError, VmBootstrap, VmPaths};
-use xds_client::model::Snapshot;
+use xds_client::model::{Snapshot, WorkloadInfo};
 
 use crate::admin::ConfigDumpFn;
 
@@ -27,6 +27,8 @@ pub struct LoadedConfig {
     /// The xDS client to run when the bootstrap has `dynamic_resources`; `/config_dump`
     /// already follows what it accepts.
     pub ads: Option<AdsClient>,
+    /// The local workload of the node metadata, which Istio's metric labels name.
+    pub local_workload: WorkloadInfo,
 }
 
 /// Decodes `--config FILE`, or [`DEFAULT_BOOTSTRAP`] without one.
@@ -64,11 +66,13 @@ fn from_bootstrap_with(
     transport: Option<Arc<dyn Transport>>,
 ) -> LoadedConfig {
     let dump = loaded.dump;
+    let local_workload = loaded.local_workload;
     let Some(ads) = loaded.ads else {
         return LoadedConfig {
             snapshot: loaded.snapshot,
             config_dump: Arc::new(move || dump.to_json()),
             ads: None,
+            local_workload,
         };
     };
     let mut config = ads.client_config();
@@ -81,6 +85,7 @@ fn from_bootstrap_with(
         snapshot: loaded.snapshot,
         config_dump: Arc::new(move || dump.with_dynamic(&status.borrow())),
         ads: Some(client),
+        local_workload,
     }
 }
 

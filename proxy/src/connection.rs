@@ -10,6 +10,7 @@ use xds_client::model::{Listener, ListenerFilter, NetworkFilter, TransportSocket
 use crate::chain::{self, MatchInput};
 use crate::drain::Connections;
 use crate::inspect::{InspectError, Inspection};
+use crate::metrics::Direction;
 use crate::options::Options;
 use crate::original_dst::{self, Destination};
 use crate::rbac;
@@ -119,11 +120,18 @@ async fn serve(
         return;
     };
     let server_name = input.server_name;
+    let stats = chain.filters.iter().find_map(|f| match f {
+        NetworkFilter::IstioStats(config) => Some(tcp_proxy::Stats {
+            config,
+            direction: Direction::of_listener(listener.traffic_direction),
+        }),
+        _ => None,
+    });
     match &chain.transport_socket {
         TransportSocket::Raw => {
             let connection = rbac::Connection::new(None, peer, destination.addr, server_name);
             if rbac::network_allows(&chain.filters, &connection).await {
-                tcp_proxy::run(tp, stream, None, destination, active, options).await
+                tcp_proxy::run(tp, stream, None, destination, active, options, stats).await
             }
         }
         TransportSocket::Tls(config) => {
@@ -140,8 +148,16 @@ async fn serve(
                         server_name,
                     );
                     if rbac::network_allows(&chain.filters, &connection).await {
-                        tcp_proxy::run(tp, stream, Some(peer_id), destination, active, options)
-                            .await
+                        tcp_proxy::run(
+                            tp,
+                            stream,
+                            Some(peer_id),
+                            destination,
+                            active,
+                            options,
+                            stats,
+                        )
+                        .await
                     }
                 }
                 Err(e) => {

@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+pub(crate) use crate::metrics::Progress;
+
 /// A stream whose two directions can be driven at once. A TCP socket splits into borrowed
 /// halves with no synchronisation (the plaintext hot path); a TLS stream is one state machine,
 /// so its halves share it through `tokio::io::split`'s lock.
@@ -69,12 +71,14 @@ pub(crate) enum CopyError {
 }
 
 /// Copies until both directions have ended, either side fails, or nothing moved for
-/// `idle_timeout`.
+/// `idle_timeout`. Bytes are also added to `progress` as they move, for metrics reported
+/// while the connection is open.
 pub(crate) async fn bidirectional<D, U>(
     downstream: &mut D,
     upstream: &mut U,
     idle_timeout: Option<Duration>,
     buffer_size: usize,
+    progress: &Progress,
 ) -> Result<Transferred, CopyError>
 where
     D: Duplex,
@@ -88,6 +92,7 @@ where
         &mut up_write,
         buffer_size,
         &activity,
+        &progress.downstream_to_upstream,
         CopyError::Downstream,
         CopyError::Upstream,
     );
@@ -96,6 +101,7 @@ where
         &mut down_write,
         buffer_size,
         &activity,
+        &progress.upstream_to_downstream,
         CopyError::Upstream,
         CopyError::Downstream,
     );
@@ -118,6 +124,7 @@ async fn one_way<R, W>(
     to: &mut W,
     buffer_size: usize,
     activity: &Activity,
+    moved: &AtomicU64,
     read_err: fn(io::Error) -> CopyError,
     write_err: fn(io::Error) -> CopyError,
 ) -> Result<u64, CopyError>
@@ -138,6 +145,7 @@ where
         to.write_all(&buf).await.map_err(write_err)?;
         activity.touch();
         total += n as u64;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 

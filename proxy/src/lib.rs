@@ -23,6 +23,7 @@ pub mod identity;
 mod inspect;
 pub mod istiod_xds;
 mod listener;
+pub mod metrics;
 mod options;
 mod original_dst;
 mod outlier;

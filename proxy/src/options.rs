@@ -22,6 +22,9 @@ pub struct Options {
     /// The workload identity TLS transport sockets use (SDS secrets `default` and `ROOTCA`).
     /// Without one, a snapshot with a TLS filter chain or cluster is refused.
     pub identity: Option<certs::IdentityHandle>,
+    /// Istio's standard metrics, served on the admin server's `/stats/prometheus`; their
+    /// labels name the local workload it was made for.
+    pub metrics: crate::metrics::SharedMetrics,
 }
 
 /// TCP keepalive probing: idle time before the first probe, interval between probes, and
@@ -55,6 +58,7 @@ impl Default for Options {
             default_admin_address: SocketAddr::from((Ipv4Addr::LOCALHOST, 15000)),
             worker_threads: None,
             identity: None,
+            metrics: Default::default(),
         }
     }
 }

@@ -123,6 +123,7 @@ mod tests {
                 transport_socket_connect_timeout: None,
             }],
             default_filter_chain: None,
+            traffic_direction: Default::default(),
             listener_filters_timeout: Some(Duration::from_secs(15)),
             continue_on_listener_filters_timeout: false,
         })

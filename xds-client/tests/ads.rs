@@ -405,7 +405,8 @@ async fn istio_full_config_dump_is_judged_resource_by_resource() {
 }
 
 /// istiod's httpbin LDS dump (no access logs), served unchanged: each listener is NACKed
-/// naming itself and the extension (or TLS setting) vm-proxy does not implement yet.
+/// naming itself and the extension (or TLS setting) vm-proxy does not implement yet, or,
+/// when everything in it decodes, the clusters this LDS-only dump lacks.
 #[tokio::test]
 async fn istio_listeners_are_nacked_naming_the_extension() {
     let dump = fixture("sidecar-lds-config_dump-httpbin-istio-2023-06.json");
@@ -422,6 +423,12 @@ async fn istio_listeners_are_nacked_naming_the_extension() {
         for name in &listeners {
             let reason = reason_for(lds, &format!("listener {name:?}"))
                 .unwrap_or_else(|| panic!("{protocol:?}: {name} not in the NACK"));
+            assert!(!reason.contains("istio.stats"), "{reason}");
+            // TCP listeners whose filters all decode (istio.stats included) fail only on
+            // their clusters, which an LDS-only dump does not have.
+            if reason.contains("unknown cluster") && !reason.contains("not supported") {
+                continue;
+            }
             assert!(reason.contains("not supported"), "{reason}");
             let mut extensions = Vec::new();
             extension_names(&json, name, &mut extensions);

@@ -77,6 +77,7 @@ pub fn listener(name: &str, cluster: &str) -> Listener {
             tcp_proxy(cluster),
         )],
         default_filter_chain: None,
+        traffic_direction: Default::default(),
         listener_filters_timeout: Some(Duration::from_secs(15)),
         continue_on_listener_filters_timeout: false,
     }

@@ -25,6 +25,8 @@ pub struct LoadedConfig {
     pub dump: ConfigDump,
     /// The ADS server to follow, when the bootstrap has `dynamic_resources`.
     pub ads: Option<AdsBootstrap>,
+    /// The local workload named by the bootstrap's node metadata, for metric labels.
+    pub local_workload: crate::model::WorkloadInfo,
 }
 
 /// Why a bootstrap could not be loaded. `origin` is the file path (or the label given to
@@ -119,6 +121,7 @@ pub fn load_str(text: &str, origin: &str) -> Result<LoadedConfig, BootstrapError
         snapshot,
         dump,
         ads,
+        local_workload: crate::decode::local_workload(bootstrap.node.as_ref()),
     })
 }
 

@@ -16,8 +16,10 @@ use super::error::{Ctx, DecodeError, Problems};
 use super::extension::Extension;
 use super::hcm::http_connection_manager;
 use super::istio_proto::MetadataExchange;
+use super::istio_proto::StatsPluginConfig;
 use super::metadata_exchange::metadata_exchange;
 use super::rbac::network_rbac;
+use super::stats::stats;
 use super::tcp_proxy::tcp_proxy;
 use super::time::duration;
 use super::tls::{downstream, transport_socket_of};
@@ -218,6 +220,10 @@ fn network_filter(
         let config: Rbac = ext.config(ctx)?;
         let rbac = network_rbac(&ctx.at("typed_config"), &config)?;
         Ok(model::NetworkFilter::Rbac(Arc::new(rbac)))
+    } else if ext.is::<StatsPluginConfig>("istio.stats") {
+        let config: StatsPluginConfig = ext.config(ctx)?;
+        let stats = stats(&ctx.at("typed_config"), &config)?;
+        Ok(model::NetworkFilter::IstioStats(Arc::new(stats)))
     } else if ext.is::<HttpConnectionManager>("envoy.filters.network.http_connection_manager") {
         terminal_last(ctx, &ext, is_last)?;
         let config: HttpConnectionManager = ext.config(ctx)?;

@@ -30,6 +30,7 @@ use super::extension::{Extension, type_name_of};
 use super::headers::{per_million, runtime_per_million};
 use super::istio_proto::{AlpnFilterConfig, MetadataExchange, StatsPluginConfig};
 use super::matcher::{header_matcher, string_matcher};
+use super::stats::stats;
 use super::time::duration;
 use super::wasm::{NullVmPlugin, null_vm_plugin};
 use crate::model;
@@ -116,8 +117,9 @@ fn http_filter(
     } else if ext.is::<AlpnFilterConfig>("istio.alpn") {
         Ok(model::HttpFilter::IstioAlpn(alpn(&cfg, &ext.config(ctx)?)?))
     } else if ext.is::<StatsPluginConfig>("istio.stats") {
-        out.stats_disable_host_header_fallback = stats(&cfg, &ext.config(ctx)?)?;
-        Ok(model::HttpFilter::IstioStats)
+        let config = stats(&cfg, &ext.config(ctx)?)?;
+        out.stats_disable_host_header_fallback = config.disable_host_header_fallback;
+        Ok(model::HttpFilter::IstioStats(Arc::new(config)))
     } else if let Some(value) = ext.typed_struct(PEER_METADATA) {
         peer_metadata(&cfg.at("value"), value)?;
         Ok(model::HttpFilter::PeerMetadata)
@@ -129,9 +131,9 @@ fn http_filter(
                 Ok(model::HttpFilter::PeerMetadata)
             }
             NullVmPlugin::Stats(configuration) => {
-                out.stats_disable_host_header_fallback =
-                    wasm_stats(&cfg.at("config.configuration"), configuration)?;
-                Ok(model::HttpFilter::IstioStats)
+                let config = wasm_stats(&cfg.at("config.configuration"), configuration)?;
+                out.stats_disable_host_header_fallback = config.disable_host_header_fallback;
+                Ok(model::HttpFilter::IstioStats(Arc::new(config)))
             }
         }
     } else {
@@ -433,25 +435,6 @@ fn alpn(ctx: &Ctx, pb: &AlpnFilterConfig) -> Result<Vec<model::AlpnOverride>, De
         .collect()
 }
 
-/// `istio.stats`; returns `disable_host_header_fallback`.
-fn stats(ctx: &Ctx, pb: &StatsPluginConfig) -> Result<bool, DecodeError> {
-    let StatsPluginConfig {
-        disable_host_header_fallback,
-        tcp_reporting_duration: _, // TCP metrics only: an HTTP chain reports per request
-        metrics,
-        definitions,
-        reporter,
-        rescoping_duration: _, // memory management of Envoy's stat scopes
-        scope_grace_period_duration: _,
-    } = pb;
-    ctx.unsupported_fields()
-        .check("metrics", !metrics.is_empty())
-        .check("definitions", !definitions.is_empty())
-        .check("reporter", *reporter != 0)
-        .finish()?;
-    Ok(*disable_host_header_fallback)
-}
-
 /// `io.istio.http.peer_metadata.Config`: only exchange through the `x-envoy-peer-metadata`
 /// headers (and workload discovery, which finds nothing without ambient's workload API, as
 /// in a sidecar whose istiod serves none) is implemented.
@@ -554,10 +537,10 @@ fn wasm_metadata_exchange(ctx: &Ctx, configuration: Option<&Any>) -> Result<(), 
 }
 
 /// The `configuration` of a null-VM `istio.stats`: `stats.PluginConfig` or its JSON in a
-/// `google.protobuf.StringValue`; returns `disable_host_header_fallback`.
-fn wasm_stats(ctx: &Ctx, configuration: Option<&Any>) -> Result<bool, DecodeError> {
+/// `google.protobuf.StringValue`.
+fn wasm_stats(ctx: &Ctx, configuration: Option<&Any>) -> Result<model::StatsConfig, DecodeError> {
     let Some(any) = configuration else {
-        return Ok(false);
+        return Ok(model::StatsConfig::default());
     };
     let type_name = type_name_of(&any.type_url);
     if type_name == StatsPluginConfig::full_name() {
@@ -568,16 +551,13 @@ fn wasm_stats(ctx: &Ctx, configuration: Option<&Any>) -> Result<bool, DecodeErro
     let Some(json) = string_value(ctx, any)? else {
         return Err(ctx.unsupported(format!("configuration of type {type_name}")));
     };
-    let mut disable = false;
-    for (key, value) in json_object(ctx, &json)? {
-        match (key.as_str(), value) {
-            ("disable_host_header_fallback", serde_json::Value::Bool(b)) => disable = b,
-            (other, _) => {
-                return Err(ctx.unsupported(format!("stats configuration field {other:?}")));
-            }
-        }
-    }
-    Ok(disable)
+    let object = serde_json::Value::Object(json_object(ctx, &json)?);
+    let Some(Kind::StructValue(value)) = crate::node::from_json(&object).kind else {
+        return Err(ctx.invalid("", "must be a JSON object"));
+    };
+    let pb: StatsPluginConfig = crate::proto::message_from_struct(&value)
+        .map_err(|err| ctx.invalid("", format!("stats configuration: {err}")))?;
+    stats(ctx, &pb)
 }
 
 fn string_value(ctx: &Ctx, any: &Any) -> Result<Option<String>, DecodeError> {

@@ -48,17 +48,30 @@ impl Name for StatsPluginConfig {
     const PACKAGE: &'static str = "stats";
 }
 
-/// Only checked for presence: any metric customisation is rejected.
+/// `stats.MetricConfig`.
 #[derive(Clone, PartialEq, Message)]
 pub(crate) struct StatsMetricConfig {
+    #[prost(map = "string, string", tag = "1")]
+    pub dimensions: std::collections::HashMap<String, String>,
     #[prost(string, tag = "2")]
     pub name: String,
+    #[prost(string, repeated, tag = "3")]
+    pub tags_to_remove: Vec<String>,
+    #[prost(string, tag = "4")]
+    pub r#match: String,
+    #[prost(bool, tag = "5")]
+    pub drop: bool,
 }
 
+/// `stats.MetricDefinition`.
 #[derive(Clone, PartialEq, Message)]
 pub(crate) struct StatsMetricDefinition {
     #[prost(string, tag = "1")]
     pub name: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+    #[prost(int32, tag = "3")]
+    pub r#type: i32,
 }
 
 /// `envoy.tcp.metadataexchange.config.MetadataExchange`, which istiod ≤ 1.19 also puts in the

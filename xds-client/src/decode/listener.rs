@@ -49,7 +49,7 @@ pub(crate) fn listener(pb: &Listener) -> Result<model::Listener, DecodeError> {
         freebind,
         socket_options,
         tcp_fast_open_queue_length,
-        traffic_direction: _, // a telemetry label; traffic is the same either way
+        traffic_direction,
         udp_listener_config,
         api_listener,
         connection_balance_config: _, // spreads accepts over Envoy worker threads; vm-proxy has one accept loop
@@ -158,6 +158,11 @@ pub(crate) fn listener(pb: &Listener) -> Result<model::Listener, DecodeError> {
         continue_on_listener_filters_timeout: *continue_on_listener_filters_timeout,
         filter_chains,
         default_filter_chain,
+        traffic_direction: match traffic_direction {
+            1 => model::TrafficDirection::Inbound,
+            2 => model::TrafficDirection::Outbound,
+            _ => model::TrafficDirection::Unspecified,
+        },
     }))
 }
 

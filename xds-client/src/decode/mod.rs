@@ -25,11 +25,15 @@ mod outlier;
 mod rbac;
 mod retry;
 mod route;
+mod stats;
 mod tcp_proxy;
 mod time;
 mod tls;
 mod upstream_http;
 mod wasm;
+mod workload;
+
+pub use workload::local_workload;
 
 pub(crate) use address::ip_socket_address;
 pub(crate) use cluster::cluster;

@@ -140,7 +140,7 @@ pub enum HttpFilter {
     /// metadata with the peer in `x-envoy-peer-metadata(-id)` headers.
     PeerMetadata,
     /// Istio's `istio.stats`: the standard request metrics.
-    IstioStats,
+    IstioStats(Arc<super::StatsConfig>),
     /// Istio's `istio.alpn`: the upstream ALPN that tells the peer's sidecar the protocol.
     IstioAlpn(Vec<AlpnOverride>),
     /// `envoy.filters.http.grpc_stats`: per-method gRPC message counts.

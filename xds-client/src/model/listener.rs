@@ -31,6 +31,17 @@ pub struct Listener {
     pub continue_on_listener_filters_timeout: bool,
     pub filter_chains: Vec<FilterChain>,
     pub default_filter_chain: Option<FilterChain>,
+    /// Envoy's `traffic_direction`: which reporter Istio's metrics speak as.
+    pub traffic_direction: TrafficDirection,
+}
+
+/// Envoy's `core.v3.TrafficDirection` of a listener.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrafficDirection {
+    #[default]
+    Unspecified,
+    Inbound,
+    Outbound,
 }
 
 impl Listener {
@@ -123,6 +134,8 @@ pub enum NetworkFilter {
     /// `proxy/src/tls.rs`), so, as Envoy does on any other ALPN, the filter passes bytes on
     /// untouched.
     MetadataExchange(Arc<str>),
+    /// Istio's `istio.stats`: the standard TCP metrics of the connection.
+    IstioStats(Arc<super::StatsConfig>),
 }
 
 #[derive(Debug, Clone)]

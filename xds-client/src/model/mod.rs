@@ -10,6 +10,7 @@ mod listener;
 mod outlier;
 mod rbac;
 mod route;
+mod telemetry;
 mod tls;
 
 pub use cluster::*;
@@ -19,6 +20,7 @@ pub use listener::*;
 pub use outlier::*;
 pub use rbac::*;
 pub use route::*;
+pub use telemetry::*;
 pub use tls::*;
 
 use std::collections::HashMap;

@@ -215,13 +215,6 @@ fn network_filters_other_than_tcp_proxy_and_hcm_are_unsupported() {
         &["filter_chains[0].filters[0]", "envoy.filters.network.echo"],
     );
 
-    let err = with_chains(
-        json!([{"filters": [{"name": "istio.stats", "typed_config": {
-        "@type": "type.googleapis.com/stats.PluginConfig"}}, tcp_filter("c")]}]),
-    )
-    .unwrap_err();
-    assert_unsupported(&err, &res(), &["istio.stats", "stats.PluginConfig"]);
-
     let err = with_chains(json!([{"filters": [{"name": "f", "config_discovery": {
         "config_source": {"ads": {}}, "type_urls": [TCP_PROXY]}}]}]))
     .unwrap_err();

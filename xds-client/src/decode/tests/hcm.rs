@@ -164,7 +164,7 @@ fn istio_filters() {
     );
     assert!(matches!(&list[4], HttpFilter::Fault(f) if f.delay.is_none() && f.abort.is_none()));
     assert!(matches!(list[5], HttpFilter::Cors));
-    assert!(matches!(list[6], HttpFilter::IstioStats));
+    assert!(matches!(&list[6], HttpFilter::IstioStats(c) if c.disable_host_header_fallback));
     let hcm = decode(json!({"http_filters": [
         {"name": "istio.stats", "typed_config": {"@type": "type.googleapis.com/stats.PluginConfig",
             "disable_host_header_fallback": true}}, router()]}))
@@ -198,8 +198,8 @@ fn other_filters_are_refused_by_name() {
         ),
         (
             json!({"name": "istio.stats", "typed_config": {"@type": "type.googleapis.com/stats.PluginConfig",
-            "metrics": [{"name": "requests_total", "dimensions": {"x": "y"}}]}}),
-            "metrics",
+            "metrics": [{"name": "requests_total", "dimensions": {"x": "request.host"}}]}}),
+            "CEL expression \"request.host\"",
         ),
     ] {
         let err = filters(json!([filter, router()])).unwrap_err();

@@ -7,5 +7,6 @@ mod hcm;
 mod listener;
 mod rbac;
 mod route;
+mod stats;
 mod tcp_proxy;
 mod tls;
