@@ -179,6 +179,7 @@ async fn tcp_metrics_with_labels_and_a_real_prometheus() {
     assert_eq!(value(&text, "istio_tcp_sent_bytes_total", &labels), 15);
 
     // A real Prometheus scrapes the endpoint; PromQL finds our series.
+    test_support::require::require_tools(&["prometheus"]);
     let dir = TempDir::new("vmp-prom");
     let prom_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

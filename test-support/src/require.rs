@@ -23,6 +23,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("nc", "netcat-openbsd"),
     ("socat", "socat"),
     ("dig", "dnsutils"),
+    ("prometheus", "prometheus"),
 ];
 
 /// Fails the test unless it runs as root (namespaces, veths and packet filters need it).
