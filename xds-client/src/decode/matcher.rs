@@ -115,8 +115,10 @@ pub(crate) fn header_matcher(
         treat_missing_header_as_empty,
         header_match_specifier,
     } = pb;
-    if name.is_empty() {
-        return Err(ctx.invalid("name", "a header matcher needs a header name"));
+    if name.is_empty()
+        || http::HeaderName::from_bytes(name.trim_start_matches(':').as_bytes()).is_err()
+    {
+        return Err(ctx.invalid("name", format!("{name:?} is not a header name")));
     }
     let string = |pattern| {
         model::HeaderMatchRule::String(model::StringMatcher {
@@ -125,6 +127,10 @@ pub(crate) fn header_matcher(
         })
     };
     let rule = match header_match_specifier {
+        // Envoy reads an empty `exact_match` as "any value".
+        Some(HeaderMatchSpecifier::ExactMatch(s)) if s.is_empty() => {
+            model::HeaderMatchRule::Present(true)
+        }
         Some(HeaderMatchSpecifier::ExactMatch(s)) => {
             string(model::StringPattern::Exact(Arc::from(s.as_str())))
         }

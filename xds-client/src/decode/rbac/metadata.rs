@@ -9,8 +9,8 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::DoubleRange;
 
-use super::matcher::string_matcher;
 use crate::decode::error::{Ctx, DecodeError};
+use crate::decode::matcher::string_matcher;
 use crate::model;
 
 pub(crate) fn metadata_matcher(

@@ -1,7 +1,6 @@
 //! The RBAC filters: `envoy.filters.network.rbac` and `envoy.filters.http.rbac`.
 
 mod filter;
-pub(crate) mod matcher;
 mod metadata;
 mod rules;
 

@@ -11,10 +11,10 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::envoy::r#type::v3::Int32Range;
 
-use super::matcher::{header_matcher, string_matcher};
 use super::metadata::metadata_matcher;
 use crate::decode::address::cidr;
 use crate::decode::error::{Ctx, DecodeError, Problems};
+use crate::decode::matcher::{header_matcher, string_matcher};
 use crate::model;
 
 /// The filter state key Istio 1.18/1.19's authn filter writes the mTLS peer's SPIFFE ID to.
